@@ -1,0 +1,36 @@
+"""What every command shares: the console, and turning user errors into a message and exit 1."""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import typer
+from rich.console import Console
+
+from posecli.errors import UserError
+
+console = Console(stderr=True)
+out = Console()
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Print a ``UserError`` (and unreadable files) as one red line, exit 1, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False)
+            raise typer.Exit(1) from None
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+            console.print(f"[bold red]error:[/] {e.strerror}: {e.filename}", highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def not_yet(issue: str) -> None:
+    console.print(f"[yellow]not implemented yet[/] (tracked as: {issue})")
+    raise typer.Exit(2)

@@ -1,0 +1,112 @@
+"""Boxes in, keypoints out: the one inference path that eval, predict and benchmark share.
+
+image (H, W, 3) uint8 BGR + boxes (N, 4) xyxy
+  -> crops (N, 256, 192, 3) uint8, centers/scales (N, 2)     [crop_boxes]
+  -> heatmaps (N, K, 64, 48) float32                           [TopDown.heatmaps]
+  -> keypoints (N, K, 2) image px, scores (N, K)               [decode_to_image]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from posecli.codec import HeatmapCodec
+from posecli.geometry import box_center_scale, fix_aspect_ratio, input_to_image, warp_image, warp_matrix
+from posecli.layouts import LAYOUTS, Layout
+from posecli.models.topdown import TopDown
+from posecli.weights import ModelInfo, load_model
+
+
+@dataclass
+class Crops:
+    images: np.ndarray  # (N, h, w, 3) uint8 BGR, network input size
+    centers: np.ndarray  # (N, 2) float32, image px
+    scales: np.ndarray  # (N, 2) float32 (w, h) of the cropped region, aspect fixed to the input
+
+
+def crop_boxes(image: np.ndarray, xyxy: np.ndarray, input_size: tuple[int, int]) -> Crops:
+    """Affine crops of padded, aspect-fixed boxes (MMPose's GetBBoxCenterScale + TopdownAffine)."""
+    centers, scales = box_center_scale(xyxy)
+    scales = fix_aspect_ratio(scales, input_size[0] / input_size[1])
+    w, h = input_size
+    images = np.empty((len(centers), h, w, 3), dtype=np.uint8)
+    for i, (c, s) in enumerate(zip(centers, scales)):
+        images[i] = warp_image(image, warp_matrix(c, s, 0.0, input_size), input_size)
+    return Crops(images, centers, scales)
+
+
+def decode_to_image(heatmaps: np.ndarray, codec: HeatmapCodec, centers: np.ndarray, scales: np.ndarray):
+    """(N, K, h, w) heatmaps -> keypoints (N, K, 2) float32 in image px, scores (N, K) float32."""
+    decoded = [codec.decode(hm) for hm in heatmaps]
+    keypoints = np.stack([k for k, _ in decoded]) if decoded else np.zeros((0, heatmaps.shape[1], 2), np.float32)
+    scores = np.stack([s for _, s in decoded]) if decoded else np.zeros((0, heatmaps.shape[1]), np.float32)
+    return input_to_image(keypoints, centers, scales, codec.input_size).astype(np.float32), scores
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class Predictor:
+    """A loaded model with its test-time settings."""
+
+    model: TopDown
+    codec: HeatmapCodec
+    layout: Layout
+    info: ModelInfo
+    device: torch.device
+    channels_last: bool = True
+    keep: int | None = None  # keep only the first `keep` keypoints after decoding (combine -> COCO 17)
+
+    @classmethod
+    def from_weights(cls, path, flip: bool = True, dark: bool = False, device: str | None = None,
+                     channels_last: bool = True, keep: int | None = None) -> "Predictor":  # fmt: skip
+        net, info = load_model(path)
+        return cls.from_model(net, info, flip, dark, device, channels_last, keep)
+
+    @classmethod
+    def from_model(cls, net, info: ModelInfo, flip: bool = True, dark: bool = False, device: str | None = None,
+                   channels_last: bool = True, keep: int | None = None) -> "Predictor":  # fmt: skip
+        dev = pick_device(device)
+        layout = LAYOUTS[info.layout]
+        net = net.to(dev).eval()
+        if channels_last:  # same keypoints (README of the reference data); faster convolutions on CPU
+            net = net.to(memory_format=torch.channels_last)
+        model = TopDown(net, layout.flip_indices if flip else None, mean=info.mean, std=info.std)
+        codec = HeatmapCodec(info.input_size, info.heatmap_size, dark=dark)
+        return cls(model, codec, layout, info, dev, channels_last, keep)
+
+    @property
+    def num_keypoints(self) -> int:
+        return self.keep or self.layout.num_keypoints
+
+    def heatmaps(self, crops: np.ndarray | torch.Tensor) -> np.ndarray:
+        """(N, h, w, 3) uint8 crops -> (N, K, h', w') heatmaps as numpy."""
+        x = torch.as_tensor(crops).to(self.device, non_blocking=True)
+        hm = self.model.heatmaps(x)
+        if self.keep:
+            hm = hm[:, : self.keep]
+        return hm.cpu().numpy()
+
+    def __call__(self, crops: Crops) -> tuple[np.ndarray, np.ndarray]:
+        """Crops -> keypoints (N, K, 2) image px and scores (N, K)."""
+        return decode_to_image(self.heatmaps(crops.images), self.codec, crops.centers, crops.scales)
+
+    def predict_image(self, image: np.ndarray, xyxy: np.ndarray, batch_size: int = 32):
+        """One image and its boxes -> keypoints (N, K, 2), scores (N, K)."""
+        crops = crop_boxes(image, xyxy, self.codec.input_size)
+        kpts, scores = [], []
+        for i in range(0, len(xyxy), batch_size):
+            part = Crops(crops.images[i : i + batch_size], crops.centers[i : i + batch_size], crops.scales[i : i + batch_size])
+            k, s = self(part)
+            kpts.append(k)
+            scores.append(s)
+        if not kpts:
+            return np.zeros((0, self.num_keypoints, 2), np.float32), np.zeros((0, self.num_keypoints), np.float32)
+        return np.concatenate(kpts), np.concatenate(scores)
