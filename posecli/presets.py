@@ -1,0 +1,241 @@
+"""Presets: one complete YAML file each, loaded into a tree of frozen dataclasses.
+
+No inheritance and no ``type:`` strings. An unknown or mistyped key is an error that
+names it; ``--set train.lr=1e-3`` style overrides go through the same checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from posecli.errors import UserError
+from posecli.layouts import LAYOUTS
+from posecli.models.hrnet import ARCHS
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    arch: str = "hrnet-w32"
+    layout: str = "coco"  # the layout the network predicts
+    input_size: tuple[int, int] = (192, 256)  # (w, h)
+    heatmap_size: tuple[int, int] = (48, 64)  # (w, h)
+    sigma: float = 2.0  # of the target Gaussians
+    init_backbone: str | None = None  # ImageNet HRNet weights (MMPose: hrnet_w32-36af842e.pth)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One training set: a COCO-format file, its images, and the layout of its keypoints."""
+
+    name: str
+    layout: str
+    ann: str  # relative to --data-root
+    images: str  # relative to --data-root
+
+
+@dataclass(frozen=True)
+class ValCfg:
+    ann: str
+    images: str
+    boxes: str | None = None  # detector boxes (COCO results); ground-truth boxes when absent
+    layout: str = "coco"
+    interval: int = 10  # epochs
+
+
+@dataclass(frozen=True)
+class DataCfg:
+    train: tuple[Source, ...]
+    val: ValCfg
+
+
+@dataclass(frozen=True)
+class AugmentCfg:
+    """MMPose's train pipeline defaults (RandomFlip, RandomHalfBody, RandomBBoxTransform)."""
+
+    flip_prob: float = 0.5
+    half_body_prob: float = 0.3
+    half_body_min_keypoints: int = 9
+    half_body_min_upper: int = 2
+    half_body_min_lower: int = 3
+    half_body_upper_prob: float = 0.7
+    half_body_padding: float = 1.5
+    shift_factor: float = 0.16
+    shift_prob: float = 0.3
+    scale_range: tuple[float, float] = (0.5, 1.5)
+    scale_prob: float = 1.0
+    rotate_factor: float = 80.0  # degrees
+    rotate_prob: float = 0.6
+
+
+@dataclass(frozen=True)
+class TrainCfg:
+    epochs: int = 210
+    batch_size: int = 64  # per process (GPU)
+    reference_gpus: int = 8  # the published recipe's GPU count
+    optimizer: str = "adam"
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_iters: int = 500
+    warmup_factor: float = 0.001
+    milestones: tuple[int, ...] = (170, 200)  # epochs
+    gamma: float = 0.1
+    scale_lr: bool = False  # scale lr by total batch / base_batch_size
+    base_batch_size: int = 512
+    use_target_weight: bool = True
+    workers: int = 2
+    seed: int = 0
+    checkpoint_interval: int = 1  # epochs between `last` checkpoints
+
+
+@dataclass(frozen=True)
+class TestCfg:
+    flip: bool = True
+    shift_heatmap: bool = True
+    decode: str = "standard"  # or "dark"
+    score_mode: str = "bbox_keypoint"
+    keypoint_score_thr: float = 0.2
+    nms: str = "oks"  # "oks", "soft_oks" or "none"
+    nms_thr: float = 0.9
+    output_keypoints: int | None = None  # keep the first N outputs (combine: COCO's 17)
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    model: ModelCfg
+    data: DataCfg
+    augment: AugmentCfg = field(default_factory=AugmentCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+    test: TestCfg = field(default_factory=TestCfg)
+    published: dict[str, float] = field(default_factory=dict)  # MMPose's COCO val2017 numbers
+
+    def __post_init__(self):
+        if self.model.arch not in ARCHS:
+            raise UserError(f"preset {self.name}: model.arch {self.model.arch!r} is not one of {', '.join(ARCHS)}")
+        for where, layout in [("model.layout", self.model.layout), ("data.val.layout", self.data.val.layout)] + [
+            (f"data.train[{s.name}].layout", s.layout) for s in self.data.train
+        ]:
+            if layout not in LAYOUTS:
+                raise UserError(f"preset {self.name}: {where} {layout!r} is not one of {', '.join(LAYOUTS)}")
+        if self.test.decode not in ("standard", "dark"):
+            raise UserError(f"preset {self.name}: test.decode must be 'standard' or 'dark'")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _convert(value, hint, where: str):
+    """Check and convert a YAML value to the annotated type; errors name the key."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return _build(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise UserError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping")
+        return {str(k): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint in (int, str, bool) and type(value) is hint:
+        return value
+    raise UserError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _build(cls, values: dict, where: str):
+    hints = typing.get_type_hints(cls)
+    label = where or "preset"
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise UserError(f"{label}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(names))})")
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]  # fmt: skip
+    if missing:
+        raise UserError(f"{label}: missing key {missing[0]!r}")
+    kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def preset_dirs() -> list[Path]:
+    """Bundled presets: inside the installed wheel, or the repo's top-level folder in a checkout."""
+    here = Path(__file__).parent
+    return [d for d in (here / "_presets", here.parent / "presets") if d.is_dir()]
+
+
+def available_presets() -> list[str]:
+    return sorted({p.stem for d in preset_dirs() for p in d.glob("*.yaml")})
+
+
+def find_preset(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    for d in preset_dirs():
+        candidate = d / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"no preset {name_or_path!r}; bundled presets: {', '.join(available_presets())}, or give a .yaml path")
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """``["train.lr=1e-3", "model.arch=hrnet-w48"]`` -> a new dict; values parsed as YAML."""
+    raw = yaml.safe_load(yaml.safe_dump(raw))  # deep copy
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected key=value, e.g. train.lr=1e-3")
+        key, text = item.split("=", 1)
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise UserError(f"--set {item!r}: {part!r} is not a section of the preset")
+            node = node[part]
+        node[parts[-1]] = yaml.safe_load(text)
+    return raw
+
+
+def load_preset(name_or_path: str, overrides: list[str] | None = None) -> Preset:
+    path = find_preset(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a preset is a YAML mapping")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return _build(Preset, raw, "")
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+
+
+def preset_from_dict(raw: dict) -> Preset:
+    return _build(Preset, raw, "")
