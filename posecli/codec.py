@@ -103,7 +103,8 @@ def _blur_keep_max(heatmaps: np.ndarray, kernel: int) -> np.ndarray:
     for k, hm in enumerate(heatmaps):
         padded = np.pad(hm, border).astype(np.float32)
         blurred = cv2.GaussianBlur(padded, (kernel, kernel), 0)[border:-border, border:-border]
-        out[k] = blurred * (hm.max() / blurred.max())
+        with np.errstate(divide="ignore", invalid="ignore"):  # an all-zero map is not refined anyway
+            out[k] = blurred * (hm.max() / blurred.max())
     return out
 
 

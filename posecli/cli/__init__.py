@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from posecli.cli import benchmark, convert, eval, predict, train
+from posecli.cli import benchmark, convert, convert_weights, eval, predict, train
 
 app = typer.Typer(
     name="posecli",
@@ -17,6 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+convert.app.command("weights")(convert_weights.weights)
 app.add_typer(convert.app, name="convert")
 app.command("train")(train.train)
 app.command("eval")(eval.evaluate)

@@ -1,0 +1,36 @@
+"""``posecli convert weights``: MMPose / official HRNet .pth -> safetensors with metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from posecli.cli.common import out, user_errors
+from posecli.errors import UserError
+from posecli.weights import import_checkpoint, save_weights
+
+
+@user_errors
+def weights(
+    checkpoint: Annotated[Path, typer.Argument(help="MMPose or official HRNet .pth checkpoint.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The .safetensors file to write.")],
+    arch: Annotated[Optional[str], typer.Option(help="Architecture, when it cannot be recognised from the weights.")] = None,
+    layout: Annotated[Optional[str], typer.Option(help="Keypoint layout (coco, aic, coco-aic), when not in the checkpoint.")] = None,
+    allow_missing: Annotated[bool, typer.Option(help="Write the file even when weights are missing.")] = False,
+):
+    """Convert a .pth checkpoint to safetensors, reporting missing and unexpected keys."""
+    if output.suffix != ".safetensors":
+        raise UserError(f"{output}: the output must end in .safetensors")
+    imported = import_checkpoint(checkpoint, arch=arch, layout=layout)
+    for key in imported.unexpected:
+        out.print(f"[yellow]unexpected[/] {key} (dropped)")
+    for key in imported.missing:
+        out.print(f"[red]missing[/] {key}")
+    if imported.missing and not allow_missing:
+        raise UserError(f"{checkpoint}: {len(imported.missing)} weights missing; nothing written (--allow-missing writes anyway)")
+    save_weights(output, imported.state_dict, imported.info)
+    info = imported.info
+    out.print(f"wrote {output}: {info.arch}, {info.layout} layout, {len(imported.state_dict)} tensors, "
+              f"{len(imported.unexpected)} unexpected, {len(imported.missing)} missing")  # fmt: skip

@@ -1,0 +1,67 @@
+"""Presets: complete files into frozen dataclasses; bad keys fail by name; overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from posecli.errors import UserError
+from posecli.layouts import LAYOUTS
+from posecli.models.hrnet import build_model
+from posecli.presets import available_presets, load_preset
+
+TABLE = {"coco": 0.749, "coco-aic-merge": 0.757, "coco-aic-combine": 0.756}
+
+
+def test_the_three_rows_are_bundled():
+    assert set(TABLE) <= set(available_presets())
+
+
+@pytest.mark.parametrize("name", list(TABLE))
+def test_every_preset_builds_its_model(name):
+    preset = load_preset(name)
+    assert preset.published["AP"] == TABLE[name]
+    with torch.device("meta"):
+        model = build_model(preset.model.arch, LAYOUTS[preset.model.layout].num_keypoints)
+    assert model.head.final_layer.out_channels == (19 if name == "coco-aic-combine" else 17)
+    # MMPose's recipe
+    assert (preset.train.lr, preset.train.epochs, preset.train.milestones) == (5e-4, 210, (170, 200))
+    assert preset.train.batch_size * preset.train.reference_gpus == preset.train.base_batch_size == 512
+    assert (preset.test.flip, preset.test.nms_thr, preset.test.keypoint_score_thr) == (True, 0.9, 0.2)
+
+
+def test_sources_per_row():
+    assert [s.layout for s in load_preset("coco").data.train] == ["coco"]
+    assert [s.layout for s in load_preset("coco-aic-merge").data.train] == ["coco", "aic"]
+    combine = load_preset("coco-aic-combine")
+    assert combine.model.layout == "coco-aic" and combine.test.output_keypoints == 17
+
+
+def test_presets_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        load_preset("coco").train.lr = 1.0
+
+
+def test_overrides_are_checked_like_the_file():
+    preset = load_preset("coco", ["train.lr=1e-3", "model.arch=hrnet-w48", "train.milestones=[1, 2]"])
+    assert preset.train.lr == 1e-3 and preset.model.arch == "hrnet-w48" and preset.train.milestones == (1, 2)
+    with pytest.raises(UserError, match="unknown key 'lrr'"):
+        load_preset("coco", ["train.lrr=1"])
+    with pytest.raises(UserError, match="train.epochs: expected int"):
+        load_preset("coco", ["train.epochs=many"])
+    with pytest.raises(UserError, match="model.arch"):
+        load_preset("coco", ["model.arch=vit"])
+
+
+def test_a_mistyped_key_in_a_file_is_named(tmp_path):
+    text = (load_preset.__globals__["find_preset"]("coco")).read_text().replace("warmup_iters:", "warmup_iter:")
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(UserError, match="bad.yaml: train: unknown key 'warmup_iter'"):
+        load_preset(str(tmp_path / "bad.yaml"))
+
+
+def test_unknown_preset_lists_the_bundled_ones():
+    with pytest.raises(UserError, match="coco-aic-merge"):
+        load_preset("mpii")
