@@ -1,8 +1,61 @@
+"""``posecli predict``: keypoints for images, folders, globs and videos, drawn and as JSON."""
+
 from __future__ import annotations
 
-from posecli.cli.common import not_yet
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from posecli.cli.common import console, out, user_errors
+from posecli.engine.predict import PredictConfig
+from posecli.engine.predict import predict as run_predict
 
 
-def predict():
+class RateColumn(ProgressColumn):
+    """Images plus video frames per second, averaged by rich over the last few seconds."""
+
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:.1f} frames/s" if task.speed else "- frames/s", style="progress.data.speed")
+
+
+@user_errors
+def predict(
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Images, folders (their images and videos, not recursive), glob patterns, videos.")],
+    weights: Annotated[Path, typer.Option(help="posecli .safetensors, or an MMPose / official HRNet .pth.")],
+    boxes: Annotated[Optional[Path], typer.Option(help="COCO detection results (image_id, bbox xywh, score) for the images.")] = None,
+    ann: Annotated[Optional[Path], typer.Option(help="COCO annotations that name the image ids of --boxes (default: numeric file names, 000000000785.jpg -> 785).")] = None,
+    detector: Annotated[str, typer.Option(help="Person boxes when there is no --boxes: hog (OpenCV's, offline), none (the whole image), or a YOLOX-style FILE.onnx.")] = "hog",
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for predictions.json, drawn images, drawn videos and their .jsonl.")] = Path("predictions"),
+    batch_size: Annotated[int, typer.Option(min=1, help="Person crops per forward pass.")] = 32,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, ... (default: cuda if available).")] = None,
+    min_box_score: Annotated[float, typer.Option(help="Drop person boxes scored below this.")] = 0.3,
+    min_keypoint_score: Annotated[float, typer.Option(help="Draw only keypoints scored above this (the JSON keeps all).")] = 0.3,
+    draw: Annotated[bool, typer.Option("--draw/--no-draw", help="Write drawn copies of images and videos.")] = True,
+    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Flip test: average with the mirrored crop, as MMPose's test setting.")] = True,
+):
     """Keypoints for images, folders and videos: drawn pictures and JSON."""
-    not_yet("posecli predict")
+    cfg = PredictConfig(inputs, weights, out_dir, boxes, ann, detector, batch_size, device,
+                        min_box_score, min_keypoint_score, draw, flip)  # fmt: skip
+    columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("predict", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        def warn(message: str) -> None:
+            bar.console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+        summary = run_predict(cfg, progress, warn)
+    count = summary.images + summary.frames
+    out.print(f"{summary.images} images, {summary.frames} video frames, {summary.people} people "
+              f"in {summary.seconds:.1f} s ({count / max(summary.seconds, 1e-9):.1f} frames/s)")  # fmt: skip
+    out.print(f"boxes: {summary.box_source}")
+    if summary.whole_image:
+        out.print(f"[yellow]the whole image served as the person box in {summary.whole_image} of {count} images/frames[/]")
+    out.print(f"wrote {summary.predictions} and {len(summary.written) - 1} drawn or .jsonl files in {out_dir}")
+    if summary.warnings:
+        console.print(f"[yellow]{len(summary.warnings)} warning(s)[/]; the rest was processed")

@@ -1,0 +1,224 @@
+"""Person detectors that run offline on the CPU with OpenCV alone: HOG, or a YOLOX-style ONNX model.
+
+A detector is a callable ``image (H, W, 3) uint8 BGR -> (xyxy (N, 4) float32 image px, scores (N,) float32)``
+with a ``name`` saying what it is. ``make_detector`` turns the ``--detector`` value into one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from posecli.errors import UserError
+
+NMS_IOU = 0.45  # YOLOX's usual test-time IoU threshold
+YOLOX_STRIDES = (8, 16, 32)
+YOLOX_DEFAULT_SIZE = (640, 640)  # (w, h), when the model's input size is not fixed in the file
+PAD_VALUE = 114  # YOLOX letterbox fill
+
+
+def nms(xyxy: np.ndarray, scores: np.ndarray, min_score: float, iou: float = NMS_IOU) -> np.ndarray:
+    """Indices of the boxes (N, 4) that survive a score threshold and greedy IoU suppression, best first."""
+    if len(xyxy) == 0:
+        return np.zeros(0, np.int64)
+    xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], 1)
+    keep = cv2.dnn.NMSBoxes(xywh.tolist(), scores.astype(float).tolist(), min_score, iou)
+    return np.asarray(keep, np.int64).reshape(-1)
+
+
+@dataclass
+class HogDetector:
+    """OpenCV's HOG + linear SVM people detector (Dalal-Triggs), shipped inside opencv-python.
+
+    Its scores are SVM margins; a logistic maps them to (0, 1) so that they read like other box
+    scores (margin 0, the SVM's own threshold, becomes 0.5). It sees upright, whole people best.
+    """
+
+    max_side: int = 800  # larger images are scaled down first: HOG's cost grows with the pixel count
+    name: str = "OpenCV HOG people detector"
+    _hog: cv2.HOGDescriptor = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._hog = cv2.HOGDescriptor()
+        self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ratio = min(1.0, self.max_side / max(image.shape[:2]))
+        small = image if ratio == 1.0 else cv2.resize(image, None, fx=ratio, fy=ratio, interpolation=cv2.INTER_AREA)
+        rects, margins = self._hog.detectMultiScale(small, winStride=(8, 8), padding=(8, 8), scale=1.05)
+        if len(rects) == 0:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+        xywh = np.asarray(rects, np.float32).reshape(-1, 4) / ratio
+        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
+        scores = (1.0 / (1.0 + np.exp(-np.asarray(margins, np.float32).reshape(-1)))).astype(np.float32)
+        keep = nms(xyxy, scores, 0.0)
+        return xyxy[keep], scores[keep]
+
+
+def letterbox(image: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """Resize keeping the aspect ratio into the top-left of a (h, w) canvas filled with 114 -> canvas, ratio."""
+    w, h = input_size
+    ratio = min(h / image.shape[0], w / image.shape[1])
+    new_w, new_h = int(image.shape[1] * ratio), int(image.shape[0] * ratio)
+    canvas = np.full((h, w, 3), PAD_VALUE, np.uint8)
+    canvas[:new_h, :new_w] = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    return canvas, ratio
+
+
+def yolox_grid(input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Anchor cells (A, 2) xy and their strides (A, 1) of a YOLOX head, strides 8, 16, 32, row-major."""
+    w, h = input_size
+    cells, strides = [], []
+    for s in YOLOX_STRIDES:
+        ys, xs = np.mgrid[0 : h // s, 0 : w // s]
+        cells.append(np.stack([xs.ravel(), ys.ravel()], 1))
+        strides.append(np.full((xs.size, 1), s))
+    return np.concatenate(cells).astype(np.float32), np.concatenate(strides).astype(np.float32)
+
+
+def decode_yolox(raw: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(A, 5 + C) YOLOX output -> xyxy (A, 4) in input px and person scores (A,) = objectness x class 0.
+
+    Raw exports give (dx, dy) cell offsets and log (w, h) in strides; exports that decode in the
+    graph already give the centre and size in pixels. A raw log size above 16 would mean a box
+    e^16 strides wide, so sizes that large can only be pixels.
+    """
+    raw = raw.astype(np.float32)
+    centre, size = raw[:, :2], raw[:, 2:4]
+    if size.size and size.max() <= 16:
+        grid, stride = yolox_grid(input_size)
+        if len(grid) != len(raw):
+            raise UserError(f"the detector gives {len(raw)} anchors, but a YOLOX head on a {input_size[0]}x{input_size[1]} "
+                            f"input has {len(grid)}; is this a YOLOX model?")  # fmt: skip
+        centre, size = (centre + grid) * stride, np.exp(size) * stride
+    xyxy = np.concatenate([centre - size / 2, centre + size / 2], 1)
+    return xyxy, raw[:, 4] * raw[:, 5]
+
+
+@dataclass
+class OnnxYoloxDetector:
+    """A YOLOX-style person detector in ONNX, run by OpenCV's dnn module on the CPU.
+
+    Input: the BGR image letterboxed into the model's size (pad 114), float32 0..255, no
+    normalisation. Output: either raw (1, A, 5 + C) predictions (decoded, thresholded and NMS-ed
+    here, person = class 0) or an in-graph NMS's (1, N, 5) xyxy+score with optional (1, N) labels.
+    """
+
+    path: Path
+    min_score: float = 0.3
+    iou: float = NMS_IOU
+    name: str = field(init=False)
+    input_size: tuple[int, int] = field(init=False)  # (w, h)
+    _net: cv2.dnn.Net = field(init=False, repr=False)
+
+    def __post_init__(self):
+        if not Path(self.path).is_file():
+            raise UserError(f"{self.path}: no such detector file")
+        try:
+            self._net = cv2.dnn.readNetFromONNX(str(self.path))
+        except cv2.error as e:
+            raise UserError(f"{self.path}: OpenCV cannot read this ONNX model ({_first_line(e)})") from None
+        self.input_size = onnx_input_size(self.path) or YOLOX_DEFAULT_SIZE
+        self.name = f"ONNX detector {Path(self.path).name} at {self.input_size[0]}x{self.input_size[1]}"
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        canvas, ratio = letterbox(image, self.input_size)
+        self._net.setInput(canvas.transpose(2, 0, 1)[None].astype(np.float32))
+        try:
+            outputs = self._net.forward(self._net.getUnconnectedOutLayersNames())
+        except cv2.error as e:
+            raise UserError(f"{self.path}: the detector failed on a {self.input_size[0]}x{self.input_size[1]} input ({_first_line(e)})") from None
+        xyxy, scores = self._read_outputs([np.asarray(o) for o in outputs])
+        xyxy = xyxy / ratio
+        xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, image.shape[1])
+        xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, image.shape[0])
+        keep = nms(xyxy, scores, self.min_score, self.iou)
+        return xyxy[keep].astype(np.float32), scores[keep].astype(np.float32)
+
+    def _read_outputs(self, outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        boxes = [o for o in outputs if o.ndim == 3 and o.shape[0] == 1]
+        labels = [o for o in outputs if o.ndim == 2 and o.shape[0] == 1]
+        if len(boxes) != 1 or boxes[0].shape[2] < 5:
+            shapes = ", ".join(str(o.shape) for o in outputs)
+            raise UserError(f"{self.path}: outputs {shapes} are not YOLOX's (1, A, 5 + classes) nor (1, N, 5) + labels")
+        out = boxes[0][0]
+        if out.shape[1] > 5:
+            return decode_yolox(out, self.input_size)
+        xyxy, scores = out[:, :4].astype(np.float32), out[:, 4].astype(np.float32)
+        if labels and labels[0].shape[1] == len(out):
+            person = labels[0][0] == 0
+            xyxy, scores = xyxy[person], scores[person]
+        return xyxy, scores
+
+
+def make_detector(spec: str, min_score: float = 0.3):
+    """``--detector`` value -> a detector, or None for ``none`` (the caller then uses the whole image)."""
+    if spec == "none":
+        return None
+    if spec == "hog":
+        if not hasattr(cv2, "HOGDescriptor_getDefaultPeopleDetector"):  # a stripped OpenCV build
+            return None
+        return HogDetector()
+    if spec.lower().endswith(".onnx"):
+        return OnnxYoloxDetector(Path(spec), min_score)
+    raise UserError(f"--detector {spec!r}: use hog, none, or the path of a YOLOX-style .onnx person detector")
+
+
+def onnx_input_size(path: str | Path) -> tuple[int, int] | None:
+    """(w, h) of an ONNX model's first input when the file fixes it, else None.
+
+    Reads the protobuf wire format directly (ModelProto.graph.input[0].type.tensor_type.shape),
+    so that no onnx package is needed.
+    """
+    try:
+        model = memoryview(Path(path).read_bytes())
+        graph = _message(model, 7)
+        value_info = _message(graph, 11)
+        shape = _message(_message(_message(value_info, 2), 1), 2)
+        dims = [dict((n, v) for n, v in _fields(d)).get(1) for n, d in _fields(shape) if n == 1]
+    except (ValueError, IndexError, StopIteration):
+        return None
+    if len(dims) != 4 or not all(isinstance(d, int) and d > 0 for d in dims[2:]):
+        return None
+    return dims[3], dims[2]
+
+
+def _message(buf: memoryview, number: int) -> memoryview:
+    """The first length-delimited field ``number`` of a protobuf message."""
+    return next(v for n, v in _fields(buf) if n == number and isinstance(v, memoryview))
+
+
+def _fields(buf: memoryview):
+    """(field number, value) pairs of a protobuf message: ints for varints, memoryviews otherwise."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 2:
+            n, pos = _varint(buf, pos)
+            value, pos = buf[pos : pos + n], pos + n
+        elif wire in (1, 5):
+            n = 8 if wire == 1 else 4
+            value, pos = buf[pos : pos + n], pos + n
+        else:
+            raise ValueError(f"protobuf wire type {wire}")
+        yield number, value
+
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = buf[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if byte < 0x80:
+            return value, pos
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
