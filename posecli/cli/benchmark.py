@@ -1,8 +1,95 @@
+"""``posecli benchmark``: speed and memory of the model and the pipeline, against this device's measured peak."""
+
 from __future__ import annotations
 
-from posecli.cli.common import not_yet
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from posecli.cli.common import console, out, user_errors
+from posecli.engine.benchmark import (BenchmarkResult, Setting, check_device, compared_settings, load_benchmark_model, parse_batch_sizes,
+                                      parse_dtypes, run_benchmark)  # fmt: skip
+from posecli.errors import UserError
+from posecli.fileio import write_json
 
 
-def benchmark():
+@user_errors
+def benchmark(
+    weights: Annotated[Optional[Path], typer.Option(help="Weights file; without it, a random model of --arch/--layout.")] = None,
+    arch: Annotated[str, typer.Option(help="Architecture of the random model (hrnet-w32, hrnet-w48, hrnet-small).")] = "hrnet-w32",
+    layout: Annotated[str, typer.Option(help="Keypoint layout of the random model (coco, aic, coco-aic).")] = "coco",
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="Comma-separated dtypes: fp32, bf16, fp16 (each with its own matmul peak).")] = "fp32",
+    channels_last: Annotated[bool, typer.Option(help="Channels-last memory format.")] = False,
+    fuse_bn: Annotated[bool, typer.Option(help="Fold BatchNorm into the convolutions (same outputs to float rounding).")] = False,
+    compile: Annotated[bool, typer.Option(help="torch.compile the network (the first call compiles: minutes on a CPU).")] = False,
+    flip: Annotated[bool, typer.Option(help="Flip test: two forwards per crop, as eval runs.")] = False,
+    compare: Annotated[bool, typer.Option(help="Also run the plain setting and each speed option alone, interleaved.")] = False,
+    pipeline: Annotated[bool, typer.Option(help="Also time the pipeline on the bundled sample images and detector boxes.")] = False,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write all figures to this JSON file.")] = None,
+    warmup: Annotated[int, typer.Option(min=1, help="Untimed calls before timing.")] = 2,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed calls (medians are reported).")] = 5,
+    budget: Annotated[float, typer.Option(help="Seconds one measurement may take; slow settings get fewer repeats.")] = 120.0,
+):
     """Speed and memory of the model and of the whole pipeline, against this device's measured peak."""
-    not_yet("posecli benchmark")
+    sizes = parse_batch_sizes(batch_sizes)
+    dtypes = parse_dtypes(dtype)
+    dev = check_device(device)
+    if weights is not None and not weights.is_file():
+        raise UserError(f"{weights}: no such weights file")
+    net, info, source = load_benchmark_model(weights, arch, layout)
+    settings = [Setting(d, channels_last, fuse_bn, compile, flip) for d in dtypes]
+    if compare:
+        settings = [c for s in settings for c in compared_settings(s)]
+    result = run_benchmark(net, info, source, settings=settings, batch_sizes=sizes, device=dev, pipeline=pipeline,
+                           warmup=warmup, repeats=repeats, budget_s=budget,
+                           progress=lambda msg: console.print(f"[dim]{msg}[/]"))  # fmt: skip
+    print_result(result)
+    if json_out is not None:
+        write_json(json_out, result.to_json(), indent=1)
+        out.print(f"wrote {json_out}")
+
+
+def print_result(r: BenchmarkResult) -> None:
+    m, cuda = r.machine, r.machine["device"].startswith("cuda")
+    width = None if out.is_terminal else 130  # piped or redirected: wide enough for the table, not rich's 80
+
+    def say(text) -> None:
+        out.print(text, width=width)
+
+    say(f"[bold]{r.model['arch']}[/] ({r.model['layout']}, {r.model['input_size'][0]}x{r.model['input_size'][1]}), "
+        f"{r.model['macs_per_crop'] / 1e9:.2f} G multiply-adds per crop; {m.get('gpu', m['cpu'])}, {m['cpu_count']} "
+        f"cores, {m['torch_threads']} torch threads, torch {m['torch']} ({m['cpu_capability']}), {m['device']}")  # fmt: skip
+    say("matmul peak at start: " + ", ".join(f"{p.dtype} {p.gflops:.1f} GFLOP/s ({p.n}x{p.n}, median of {p.repeats})"
+                                            for p in r.matmul_peaks))  # fmt: skip
+    table = Table(title="model: Predictor.heatmaps (normalise, forward(s), flip back); medians")
+    for col in ("setting", "batch", "crops/s", "ms p50/p90/p99", "peak MB", "GFLOP/s", "peak", "share", "rel. diff"):
+        table.add_column(col, justify="left" if col == "setting" else "right", no_wrap=col == "setting")
+    for run in r.model_runs:
+        if run.skipped:
+            table.add_row(run.setting, str(run.batch_size), "[yellow]skipped[/]", "[yellow]see notes[/]", *[""] * 5)
+            continue
+        diff = "-" if run.max_rel_diff is None else f"{run.max_rel_diff:.0e}"
+        table.add_row(run.setting, str(run.batch_size), f"{run.crops_per_s:.2f}",
+                      "/".join(f"{run.latency_ms[p]:.0f}" for p in ("p50", "p90", "p99")), f"{run.peak_memory_mb:.0f}",
+                      f"{run.gflops:.1f}", f"{run.peak_gflops:.0f}", f"{run.share_of_peak:.0%}", diff)  # fmt: skip
+    say(table)
+    for p in r.pipeline:
+        table = Table(title=f"pipeline: {p.images} sample images, {p.crops} detector boxes, batch {p.batch_size}, {p.setting}")
+        for col in ("stage", "ms per crop", "share"):
+            table.add_column(col, justify="left" if col == "stage" else "right")
+        for stage, ms in p.ms_per_crop.items():
+            table.add_row(stage.replace("_", " "), f"{ms:.1f}", f"{p.share[stage]:.0%}")
+        table.add_row("[bold]end to end[/]", f"{sum(p.ms_per_crop.values()):.1f}", f"[bold]{p.crops_per_s:.2f} crops/s[/]")
+        say(table)
+    memory = "CUDA max allocated" if cuda else "process RSS high-water during one call"
+    if len({run.setting for run in r.model_runs}) > 1 and not cuda:
+        memory += " (with every compared model loaded)"
+    say(f"peak MB: {memory}. GFLOP/s = 2 x multiply-adds x forwards x crops/s; share = GFLOP/s / peak, the median GFLOP/s "
+        "of a matmul sampled between the timed calls (BN, ReLU, additions and memory traffic are not counted, so 100% is "
+        "out of reach). rel. diff = max |heatmaps - plain fp32| / max |plain fp32|, smallest batch.")  # fmt: skip
+    for note in r.notes:
+        say(f"- {note}")
