@@ -1,0 +1,213 @@
+"""COCO keypoint evaluation: person boxes -> keypoints -> rescoring, OKS NMS -> COCO AP.
+
+Used by ``posecli eval`` and by training for validation. Each image is decoded once
+for all of its boxes, in DataLoader workers; crops are batched by count, the model runs
+under ``torch.inference_mode()``, and only keypoints and scores are kept per box.
+With ``torch.distributed`` initialised, images are sharded across ranks and rank 0
+gathers the keypoints and computes the metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+
+from posecli.data.coco import Boxes, CocoFile, gt_boxes, read_coco, read_detections
+from posecli.engine.cocometric import KeypointStat, coco_keypoint_eval, coco_results, rescore, select_instances
+from posecli.engine.inference import Crops, Predictor, crop_boxes
+from posecli.errors import UserError
+from posecli.fileio import write_json
+from posecli.geometry import box_center_scale, fix_aspect_ratio
+from posecli.layouts import Layout
+
+Progress = Callable[[int, int], None]  # (crops done, crops in total)
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]  # AP, AP50, ..., ARl; empty on ranks other than 0
+    per_keypoint: list[KeypointStat]
+    results_path: Path | None  # results.keypoints.json, when out_dir was given
+    num_boxes: int
+    num_results: int
+    warnings: list[str] = field(default_factory=list)
+
+
+class ImageCrops(Dataset):
+    """Item i = all crops of image i, from one decode: (box indices, crops uint8 (n, h, w, 3), centers, scales)."""
+
+    def __init__(self, paths: list[Path], box_ids: list[np.ndarray], xyxy: np.ndarray, input_size: tuple[int, int]):
+        self.paths, self.box_ids, self.xyxy, self.input_size = paths, box_ids, xyxy, input_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        ids = self.box_ids[i]
+        image = cv2.imread(str(self.paths[i]), cv2.IMREAD_COLOR)
+        if image is None:  # reported by the main process: an exception here would carry a worker traceback
+            return ids, None, str(self.paths[i])
+        return ids, crop_boxes(image, self.xyxy[ids], self.input_size), None
+
+
+def concat_crops(items):
+    """Collate: one batch of all crops of several images -> (box indices (n,), Crops, unreadable paths)."""
+    bad = [path for _, crops, path in items if crops is None]
+    items = [(ids, c) for ids, c, _ in items if c is not None]
+    ids = np.concatenate([i for i, _ in items]) if items else np.zeros(0, np.int64)
+    crops = Crops(
+        torch.from_numpy(np.concatenate([c.images for _, c in items])) if items else None,  # shared memory from workers
+        np.concatenate([c.centers for _, c in items]) if items else None,
+        np.concatenate([c.scales for _, c in items]) if items else None,
+    )
+    return ids, crops, bad
+
+
+def crop_batches(counts: list[int], batch_size: int) -> list[list[int]]:
+    """Group images, in order, into batches of at most ``batch_size`` crops (an image with more forms its own)."""
+    batches, current, filled = [], [], 0
+    for i, n in enumerate(counts):
+        if current and filled + n > batch_size:
+            batches.append(current)
+            current, filled = [], 0
+        current.append(i)
+        filled += n
+    if current:
+        batches.append(current)
+    return batches
+
+
+def fit_layout(predictor: Predictor, layout: Layout) -> Predictor:
+    """The predictor, keeping as many outputs as the annotations have keypoints if its layout starts with theirs."""
+    names = predictor.layout.keypoints[: predictor.keep]
+    if names == layout.keypoints:
+        return predictor
+    if predictor.keep is None and predictor.layout.keypoints[: layout.num_keypoints] == layout.keypoints:
+        return dataclasses.replace(predictor, keep=layout.num_keypoints)  # combine (19) scored on COCO's 17
+    raise UserError(f"the model predicts the '{predictor.layout.name}' layout ({len(names)} keypoints), but the "
+                    f"annotations use '{layout.name}' ({layout.num_keypoints}); evaluate it on {predictor.layout.name} "
+                    "annotations, or convert these with `posecli convert remap`")  # fmt: skip
+
+
+def _rank_world() -> tuple[int, int]:
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")  # torchrun sets the rendezvous
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def predict_boxes(predictor: Predictor, coco: CocoFile, images_dir: Path, boxes: Boxes, batch_size: int,
+                  workers: int, shard: tuple[int, int] = (0, 1), progress: Progress | None = None):  # fmt: skip
+    """Keypoints for every box of this rank's images -> (box indices (n,), keypoints (n, K, 2), scores (n, K))."""
+    rank, world = shard
+    order, first = np.unique(boxes.image_ids, return_index=True)
+    image_ids = order[np.argsort(first)][rank::world]  # first-appearance order, sharded by image
+    box_ids = [np.flatnonzero(boxes.image_ids == i) for i in image_ids]
+    paths = [images_dir / coco.images[int(i)]["file_name"] for i in image_ids]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise UserError(f"{len(missing)} image(s) with boxes not found under {images_dir}, e.g. {missing[0]}; "
+                        "check --images / --data-root")  # fmt: skip
+    dataset = ImageCrops(paths, box_ids, boxes.xyxy, predictor.codec.input_size)
+    batches = crop_batches([len(b) for b in box_ids], batch_size)
+    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=concat_crops, num_workers=workers,
+                        worker_init_fn=_one_thread, pin_memory=predictor.device.type == "cuda")  # fmt: skip
+    n = sum(len(b) for b in box_ids)
+    K = predictor.num_keypoints
+    index = np.concatenate(box_ids) if box_ids else np.zeros(0, np.int64)
+    slot = {int(b): i for i, b in enumerate(index)}
+    keypoints, scores = np.zeros((n, K, 2), np.float32), np.zeros((n, K), np.float32)
+    done = 0
+    for ids, crops, unreadable in loader:
+        if unreadable:
+            raise UserError(f"{unreadable[0]}: cannot be read as an image; replace the file or remove its boxes")
+        for s in range(0, len(ids), batch_size):  # only an image with more than batch_size boxes needs >1 step
+            part = Crops(crops.images[s : s + batch_size], crops.centers[s : s + batch_size], crops.scales[s : s + batch_size])
+            k, sc = predictor(part)
+            rows = [slot[int(b)] for b in ids[s : s + batch_size]]
+            keypoints[rows], scores[rows] = k, sc
+        done += len(ids)
+        if progress:
+            progress(done, n)
+    return index, keypoints, scores
+
+
+def _one_thread(_worker_id: int) -> None:
+    cv2.setNumThreads(1)  # workers run side by side; OpenCV's own threads would oversubscribe the cores
+
+
+def evaluate(predictor: Predictor | str | Path, ann_file: str | Path, images_dir: str | Path,
+             boxes_file: str | Path | None = None, *, batch_size: int = 32, workers: int = 2,
+             out_dir: str | Path | None = None, nms: str = "oks", nms_thr: float = 0.9,
+             keypoint_score_thr: float = 0.2, min_box_score: float | None = None,
+             progress: Progress | None = None) -> EvalResult:  # fmt: skip
+    """COCO keypoint AP of a model with detector boxes (``boxes_file``) or ground-truth boxes.
+
+    ``predictor`` is a built ``Predictor`` (its flip/decode settings are used) or a weights path
+    (flip test, standard decode). Writes ``results.keypoints.json`` and ``metrics.json`` to ``out_dir``.
+    """
+    if not isinstance(predictor, Predictor):
+        predictor = Predictor.from_weights(predictor)
+    coco = read_coco(ann_file)
+    predictor = fit_layout(predictor, coco.layout)
+    boxes = read_detections(boxes_file, coco, min_box_score) if boxes_file else gt_boxes(coco)
+    rank, world = _rank_world()
+    index, keypoints, kpt_scores = predict_boxes(predictor, coco, Path(images_dir), boxes, batch_size, workers,
+                                                 (rank, world), progress)  # fmt: skip
+    if world > 1:
+        parts = [None] * world if rank == 0 else None
+        dist.gather_object((index, keypoints, kpt_scores), parts, dst=0)
+        if rank != 0:
+            return EvalResult(_broadcast({}), [], None, len(boxes), 0, boxes.warnings)
+        index, keypoints, kpt_scores = (np.concatenate(a) for a in zip(*parts))
+    order = np.argsort(index)  # back to box order
+    keypoints, kpt_scores = keypoints[order], kpt_scores[order]
+
+    scores = rescore(boxes.scores, kpt_scores, keypoint_score_thr)
+    (w, h), (_, padded) = predictor.codec.input_size, box_center_scale(boxes.xyxy)
+    crop_wh = fix_aspect_ratio(padded, w / h)
+    areas = crop_wh[:, 0] * crop_wh[:, 1]  # MMPose's instance area for NMS: the aspect-fixed crop size
+    sigmas = np.asarray(coco.layout.sigmas, np.float32)
+    pick = select_instances(boxes.image_ids, boxes.ids, keypoints, scores, areas, sigmas, nms, nms_thr)
+    results = coco_results(boxes.image_ids[pick], keypoints[pick], kpt_scores[pick], scores[pick], boxes.xyxy[pick])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        results_path = Path(out_dir or tmp) / "results.keypoints.json"
+        write_json(results_path, results)
+        metrics, per_keypoint = coco_keypoint_eval(coco.data, results_path, coco.layout.sigmas, coco.layout.keypoints)
+    result = EvalResult(_broadcast(metrics) if world > 1 else metrics, per_keypoint,
+                        results_path if out_dir else None, len(boxes), len(results), boxes.warnings)  # fmt: skip
+    if out_dir:
+        write_json(Path(out_dir) / "metrics.json", _summary(result, predictor, ann_file, boxes_file, nms), indent=2)
+    return result
+
+
+def _broadcast(metrics: dict) -> dict:
+    box = [metrics]
+    dist.broadcast_object_list(box, src=0)  # every rank sees rank 0's metrics (train may act on them)
+    return box[0]
+
+
+def _summary(result: EvalResult, predictor: Predictor, ann_file, boxes_file, nms: str) -> dict:
+    return {
+        "metrics": result.metrics,
+        "per_keypoint": {s.name: {"labelled": s.labelled, "within": s.within, "mean_oks": s.mean_oks}
+                         for s in result.per_keypoint},  # fmt: skip
+        "num_boxes": result.num_boxes,
+        "num_results": result.num_results,
+        "ann_file": str(ann_file),
+        "boxes_file": str(boxes_file) if boxes_file else None,
+        "flip": predictor.model.flip_indices is not None,
+        "decode": "dark" if predictor.codec.dark else "standard",
+        "nms": nms,
+        "warnings": result.warnings,
+    }
