@@ -14,8 +14,8 @@ from conftest import CKPT17
 from typer.testing import CliRunner
 
 from posecli.cli import app
-from posecli.engine.benchmark import (MatmulPeak, Setting, bench_pipeline, compared_settings, sample_images_and_boxes,
-                                      skip_reason)
+from posecli.engine.benchmark import (MatmulPeak, ModelRun, Setting, bench_pipeline, compared_settings, fastest,
+                                      sample_images_and_boxes, skip_reason)
 from posecli.engine.inference import Predictor
 from posecli.engine.flops import count_macs
 from posecli.models.fuse import count_batchnorms, fuse_conv_bn
@@ -119,6 +119,20 @@ def test_emulated_dtype_is_reported_not_run():
     reason = skip_reason(Setting("bf16"), MatmulPeak("bf16", 256, 0.3, 3), 7_645_003_776, 32, budget_s=60)
     assert reason and "0.3 GFLOP/s" in reason
     assert skip_reason(Setting("fp32"), MatmulPeak("fp32", 2048, 200.0, 20), 7_645_003_776, 32, budget_s=60) is None
+
+
+def test_fastest_is_the_fastest_setting_that_matches_plain_fp32():
+    runs = [
+        ModelRun("fp32", "fp32", 1, crops_per_s=1.0, max_rel_diff=0.0),
+        ModelRun("fp32", "fp32", 32, crops_per_s=2.0),
+        ModelRun("fp32 fuse-bn", "fp32", 1, crops_per_s=1.5, max_rel_diff=2e-6),
+        ModelRun("fp32 fuse-bn", "fp32", 32, crops_per_s=3.0),
+        ModelRun("bf16", "bf16", 1, crops_per_s=9.0, max_rel_diff=3e-3),  # faster, not the same heatmaps
+        ModelRun("bf16", "bf16", 32, crops_per_s=9.0),
+    ]
+    best, exact = fastest(runs)
+    assert (best.setting, best.batch_size, exact) == ("fp32 fuse-bn", 32, True)
+    assert fastest(runs[4:]) == (runs[5], False)
 
 
 def test_compare_runs_plain_each_option_and_all():

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from posecli.cli.common import console, out, user_errors
@@ -55,10 +56,11 @@ def benchmark(
 
 def print_result(r: BenchmarkResult) -> None:
     m, cuda = r.machine, r.machine["device"].startswith("cuda")
-    width = None if out.is_terminal else 130  # piped or redirected: wide enough for the table, not rich's 80
+    # Piped or redirected: wide enough for the table (rich would wrap it at 80 columns).
+    stdout = out if out.is_terminal else Console(width=130, highlight=False)
 
     def say(text) -> None:
-        out.print(text, width=width)
+        stdout.print(text)
 
     say(f"[bold]{r.model['arch']}[/] ({r.model['layout']}, {r.model['input_size'][0]}x{r.model['input_size'][1]}), "
         f"{r.model['macs_per_crop'] / 1e9:.2f} G multiply-adds per crop; {m.get('gpu', m['cpu'])}, {m['cpu_count']} "

@@ -444,7 +444,7 @@ def run_benchmark(net: nn.Module, info: ModelInfo, source: str, *, settings: lis
         runs += bench_batch(predictors, crops, b, macs=macs, probes=probes, peaks=peaks, warmup=warmup, repeats=repeats,
                             budget_s=budget_s, reference=reference if b == batch_sizes[0] else None)  # fmt: skip
     notes = [f"weights: {source}"] + [f"{r.setting}, batch {r.batch_size}: skipped, {r.skipped}" for r in runs if r.skipped]
-    best = fastest(runs)
+    best, exact = fastest(runs)
     pipelines = []
     if pipeline and best is not None:
         setting = next(s for s in settings if s.label == best.setting)
@@ -457,8 +457,8 @@ def run_benchmark(net: nn.Module, info: ModelInfo, source: str, *, settings: lis
             pipelines.append(bench_pipeline(predictors[setting], setting, samples, max(batch_sizes),
                                             max(1, min(repeats, int(budget_s / pass_s)))))  # fmt: skip
     if best is not None:
-        exact = "" if best.max_rel_diff is not None and best.max_rel_diff <= SAME_OUTPUT else " (none matched plain fp32)"
-        notes.append(f"fastest at batch {best.batch_size}{exact}: {best.setting}, {best.crops_per_s:.2f} crops/s, "
+        match = f"same heatmaps as plain fp32 to {SAME_OUTPUT:g}" if exact else "no setting matched plain fp32"
+        notes.append(f"fastest at batch {best.batch_size} ({match}): {best.setting}, {best.crops_per_s:.2f} crops/s, "
                      f"{best.share_of_peak:.0%} of the matmul peak")  # fmt: skip
     machine = machine_info(device) | {"cpu_taken_by_others": cpu_use.others()}
     taken = machine["cpu_taken_by_others"]
@@ -475,11 +475,12 @@ def run_benchmark(net: nn.Module, info: ModelInfo, source: str, *, settings: lis
     )  # fmt: skip
 
 
-def fastest(runs: list[ModelRun]) -> ModelRun | None:
-    """At the largest measured batch: the fastest run whose heatmaps match plain fp32, else the fastest run."""
+def fastest(runs: list[ModelRun]) -> tuple[ModelRun | None, bool]:
+    """At the largest measured batch: the fastest run whose setting matches plain fp32 (True), else the fastest (False)."""
     measured = [r for r in runs if r.crops_per_s]
     if not measured:
-        return None
+        return None, False
     largest = [r for r in measured if r.batch_size == max(m.batch_size for m in measured)]
-    exact = {r.setting for r in measured if r.max_rel_diff is not None and r.max_rel_diff <= SAME_OUTPUT}
-    return max([r for r in largest if r.setting in exact] or largest, key=lambda r: r.crops_per_s)
+    exact = {r.setting for r in runs if r.max_rel_diff is not None and r.max_rel_diff <= SAME_OUTPUT}
+    candidates = [r for r in largest if r.setting in exact]
+    return max(candidates or largest, key=lambda r: r.crops_per_s), bool(candidates)
