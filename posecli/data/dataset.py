@@ -1,0 +1,269 @@
+"""Training data: person instances from COCO-format sources, mapped onto the model's layout, concatenated.
+
+    load_instances       every source's annotation file -> one ``Instances`` table (numpy arrays)
+    TrainDataset         item i -> decode, augment, crop, targets (randomness from (seed, epoch, i) only)
+    build_train_dataset  a preset's training set (or the bundled sample with ``sample=True``)
+
+Instances are kept as MMPose's top-down COCO dataset keeps them (reference README
+§7 item 1): images in file order, each image's annotations in file order; crowd,
+``num_keypoints == 0``, all-zero keypoints and boxes with no width or height after
+clipping to [0, W-1] x [0, H-1] are dropped. The table is plain numpy arrays so that
+DataLoader workers share it without copy-on-write growth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from posecli.augment import Draws, Sample, affine_crop, augment, from_box
+from posecli.codec import HeatmapCodec
+from posecli.data.remap import keypoint_names
+from posecli.errors import UserError
+from posecli.layouts import Layout, get_layout, make_mapping
+from posecli.presets import AugmentCfg, DataCfg, Preset, Source, ValCfg
+
+SAMPLE_ROOT = Path(__file__).resolve().parent.parent / "sample"
+# The bundled sample: one COCO-format file and image folder per source layout, relative to SAMPLE_ROOT.
+SAMPLE_SOURCES = {"coco": ("coco/test_coco.json", "coco"), "aic": ("aic/test_aic.json", "aic")}
+SAMPLE_DETECTIONS = "coco/test_coco_det_AP_H_56.json"
+
+
+@dataclass
+class SourceSummary:
+    name: str
+    annotations: int  # in the file
+    kept: int
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> count
+
+
+@dataclass
+class Instances:
+    """Training persons of all sources, in the model's layout."""
+
+    layout: str
+    image_paths: np.ndarray  # (M,) bytes: file-system paths of the images that hold a kept instance
+    image_index: np.ndarray  # (N,) int32 -> image_paths
+    xyxy: np.ndarray  # (N, 4) float32 ground-truth boxes, clipped to the image, image px
+    keypoints: np.ndarray  # (N, K, 2) float32 xy, image px (0, 0 where unlabelled)
+    visible: np.ndarray  # (N, K) float32: min(1, v); 0 where the source lacks the keypoint
+    ann_ids: np.ndarray  # (N,) int64 annotation ids, unique within a source
+    source: np.ndarray  # (N,) int16 -> summaries
+    summaries: list[SourceSummary]
+
+    def __len__(self) -> int:
+        return len(self.ann_ids)
+
+    def image_path(self, i: int) -> str:
+        return os.fsdecode(self.image_paths[self.image_index[i]])
+
+
+def _read_json(path: Path, source: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"training source {source!r}: annotation file {path} does not exist; check --data-root and the preset's data.train ann") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"training source {source!r}: cannot read {path} as JSON ({e})") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
+        raise UserError(f"training source {source!r}: {path} is not a COCO annotation file (needs lists images, annotations, categories)")
+    return data
+
+
+def _check_layout(data: dict, path: Path, src: Source, layout: Layout) -> None:
+    """The file's keypoint names must be the source layout's (MMPose's AIC file spells them "Right Shoulder")."""
+    categories = [c for c in data["categories"] if isinstance(c, dict) and c.get("keypoints")]
+    if len(categories) != 1:
+        raise UserError(f"training source {src.name!r}: {path} has {len(categories)} categories with keypoint names, expected one")
+    names = keypoint_names(categories[0]["keypoints"])
+    if names != layout.keypoints:
+        raise UserError(
+            f"training source {src.name!r}: the keypoints of {path} ({len(names)}: {', '.join(names[:3])}, ...) "
+            f"are not layout {layout.name!r} ({layout.num_keypoints}: {', '.join(layout.keypoints[:3])}, ...); "
+            "fix the source's layout in the preset or convert the file with `posecli convert remap`"
+        )
+
+
+def _parse_annotation(ann: dict, img: dict, k: int, path: Path) -> tuple[str | None, np.ndarray, np.ndarray]:
+    """-> (reason to drop or None, (4,) float32 xyxy, (K, 3) float32 keypoints), as MMPose parses a GT instance."""
+    if "bbox" not in ann or "keypoints" not in ann:
+        return "no bbox or keypoints", None, None
+    if ann.get("iscrowd", 0):
+        return "crowd", None, None
+    try:
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        kpts = np.asarray(ann["keypoints"], dtype=np.float32).reshape(k, 3)
+    except (TypeError, ValueError):
+        raise UserError(f"{path}: annotation {ann.get('id')} needs bbox [x, y, w, h] and {3 * k} keypoint values "
+                        f"(x, y, v per keypoint), got bbox {str(ann['bbox'])[:40]} and {str(ann['keypoints'])[:40]}") from None  # fmt: skip
+    coords = kpts[:, :2]
+    labelled = ann["num_keypoints"] if "num_keypoints" in ann else np.count_nonzero(coords.max(axis=1))
+    if labelled == 0:
+        return "no keypoints", None, None
+    width, height = img["width"] - 1, img["height"] - 1
+    # Clipped in float64, then cast: x2 is x + w clipped, not x1 + w.
+    xyxy = np.array([np.clip(x, 0, width), np.clip(y, 0, height), np.clip(x + w, 0, width), np.clip(y + h, 0, height)], dtype=np.float32)
+    if not (xyxy[2] - xyxy[0] > 0 and xyxy[3] - xyxy[1] > 0):
+        return "empty box", None, None
+    if coords.max() <= 0:
+        return "no keypoints", None, None
+    return None, xyxy, kpts
+
+
+def _load_source(src: Source, data_root: Path, target: Layout):
+    """One source -> its kept instances as arrays in the target layout, plus a summary."""
+    ann_path, image_dir = data_root / src.ann, data_root / src.images
+    if not image_dir.is_dir():
+        raise UserError(f"training source {src.name!r}: image folder {image_dir} does not exist; check --data-root and the preset's data.train images")
+    layout = get_layout(src.layout)
+    data = _read_json(ann_path, src.name)
+    _check_layout(data, ann_path, src, layout)
+    images = {}
+    for i, img in enumerate(data["images"]):
+        if not isinstance(img, dict) or not all(key in img for key in ("id", "file_name", "width", "height")):
+            raise UserError(f"{ann_path}: images[{i}] needs id, file_name, width and height")
+        images[img["id"]] = img
+    by_image: dict = {image_id: [] for image_id in images}
+    dropped: dict[str, int] = {}
+    for ann in data["annotations"]:
+        if isinstance(ann, dict) and ann.get("image_id") in by_image:
+            by_image[ann["image_id"]].append(ann)
+        else:
+            dropped["no image record"] = dropped.get("no image record", 0) + 1
+    paths, image_index, boxes, kpts, ann_ids = [], [], [], [], []
+    for image_id, anns in by_image.items():  # MMPose's order: images in file order, then their annotations
+        img, first = images[image_id], True
+        for ann in anns:
+            reason, xyxy, k = _parse_annotation(ann, img, layout.num_keypoints, ann_path)
+            if reason:
+                dropped[reason] = dropped.get(reason, 0) + 1
+                continue
+            if first:
+                paths.append(img["file_name"])
+                first = False
+            image_index.append(len(paths) - 1)
+            boxes.append(xyxy)
+            kpts.append(k)
+            ann_ids.append(ann.get("id", -1))
+    kpts = np.stack(kpts) if kpts else np.zeros((0, layout.num_keypoints, 3), np.float32)
+    keypoints, visible = make_mapping(layout, target).apply(kpts[..., :2], np.minimum(1, kpts[..., 2]))
+    summary = SourceSummary(src.name, len(data["annotations"]), len(ann_ids), dropped)
+    return [os.fsencode(image_dir / p) for p in paths], image_index, boxes, keypoints, visible, ann_ids, summary
+
+
+def load_instances(sources: tuple[Source, ...] | list[Source], data_root: str | Path, layout: Layout) -> Instances:
+    """Read every source (paths relative to ``data_root``), map it onto ``layout`` and concatenate."""
+    data_root = Path(data_root)
+    if not data_root.is_dir():
+        raise UserError(f"data root {data_root} is not a folder; give --data-root the folder that holds the preset's data.train paths")
+    parts = [_load_source(src, data_root, layout) for src in sources]
+    paths, offset, image_index = [], 0, []
+    for part_paths, part_index, *_ in parts:
+        image_index.append(np.asarray(part_index, np.int64) + offset)
+        paths += part_paths
+        offset += len(part_paths)
+    instances = Instances(
+        layout=layout.name,
+        image_paths=np.array(paths, dtype=bytes),
+        image_index=np.concatenate(image_index).astype(np.int32),
+        xyxy=np.array([b for p in parts for b in p[2]], np.float32).reshape(-1, 4),
+        keypoints=np.concatenate([p[3] for p in parts]).astype(np.float32),
+        visible=np.concatenate([p[4] for p in parts]).astype(np.float32),
+        ann_ids=np.array([a for p in parts for a in p[5]], np.int64),
+        source=np.concatenate([np.full(len(p[5]), s, np.int16) for s, p in enumerate(parts)]),
+        summaries=[p[6] for p in parts],
+    )
+    if len(instances) == 0:
+        raise UserError("no training instances: every annotation of " + ", ".join(s.name for s in sources) + " was dropped (crowd, no keypoints or empty box)")
+    return instances
+
+
+def read_image(path: str) -> np.ndarray:
+    """(H, W, 3) uint8 BGR, decoded as MMPose's LoadImage (OpenCV, colour)."""
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        why = "does not exist" if not os.path.exists(path) else "cannot be decoded as an image"
+        raise UserError(f"training image {path} {why}; check the source's image folder (or remove its annotations)")
+    return image
+
+
+class TrainDataset(torch.utils.data.Dataset):
+    """Item i: the augmented crop of instance i and its targets.
+
+    The random draws of item i in epoch e come only from (seed, e, i), so DataLoader
+    workers and resumed runs give identical samples. ``set_epoch`` must be called before
+    the DataLoader's iterator is made (non-persistent workers copy the dataset then).
+    """
+
+    def __init__(self, instances: Instances, layout: Layout, codec: HeatmapCodec, augment: AugmentCfg, seed: int):
+        if instances.layout != layout.name or instances.keypoints.shape[1] != layout.num_keypoints:
+            raise ValueError(f"instances are in layout {instances.layout!r}, the model's is {layout.name!r}")
+        if seed < 0:
+            raise UserError(f"seed {seed}: use a seed >= 0")
+        self.instances, self.layout, self.codec, self.augment, self.seed = instances, layout, codec, augment, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+    def sample(self, i: int, draws) -> Sample:
+        """Instance i read, augmented with ``draws`` and cropped: a Sample in input pixels."""
+        inst = self.instances
+        s = from_box(read_image(inst.image_path(i)), inst.keypoints[i], inst.visible[i], inst.xyxy[i])
+        return affine_crop(augment(s, draws, self.augment, self.layout), self.codec.input_size)
+
+    def __getitem__(self, i: int) -> dict:
+        """{"image": (h, w, 3) uint8 BGR, "heatmaps": (K, H, W) float32, "weights": (K,) float32}."""
+        s = self.sample(i, Draws(np.random.default_rng([self.seed, self.epoch, i])))
+        heatmaps, weights = self.codec.encode(s.keypoints, s.visible)
+        return {"image": torch.from_numpy(s.image), "heatmaps": torch.from_numpy(heatmaps), "weights": torch.from_numpy(weights)}
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one OpenCV thread per worker (the workers are the parallelism)."""
+    cv2.setNumThreads(1)
+
+
+def sample_preset_paths(preset: Preset) -> tuple[Path, DataCfg]:
+    """The bundled sample in place of the preset's data: (data root, DataCfg with sample paths).
+
+    Each training source gets the sample of its layout (coco -> 4 COCO images, aic -> 3 AIC
+    images); validation is the COCO sample with its detector boxes (or GT boxes if the preset has none).
+    """
+    train = []
+    for src in preset.data.train:
+        if src.layout not in SAMPLE_SOURCES:
+            raise UserError(f"--sample: no bundled sample for source {src.name!r} in layout {src.layout!r} (only {', '.join(SAMPLE_SOURCES)})")
+        ann, images = SAMPLE_SOURCES[src.layout]
+        train.append(Source(src.name, src.layout, ann, images))
+    if preset.data.val.layout != "coco":
+        raise UserError(f"--sample: the bundled validation sample is COCO; the preset validates on layout {preset.data.val.layout!r}")
+    ann, images = SAMPLE_SOURCES["coco"]
+    boxes = SAMPLE_DETECTIONS if preset.data.val.boxes else None
+    val = ValCfg(ann=ann, images=images, boxes=boxes, layout="coco", interval=preset.data.val.interval)
+    return SAMPLE_ROOT, DataCfg(train=tuple(train), val=val)
+
+
+def build_train_dataset(preset: Preset, data_root: str | Path | None, seed: int, sample: bool = False) -> TrainDataset:
+    """The preset's training set: all sources mapped onto ``preset.model.layout``, MMPose's augmentation and targets."""
+    if sample:
+        data_root, data = sample_preset_paths(preset)
+        sources = data.train
+    else:
+        if data_root is None:
+            raise UserError("no --data-root: give the folder that holds the preset's data (or --sample for the bundled sample)")
+        sources = preset.data.train
+    layout = get_layout(preset.model.layout)
+    instances = load_instances(sources, data_root, layout)
+    codec = HeatmapCodec(tuple(preset.model.input_size), tuple(preset.model.heatmap_size), preset.model.sigma)
+    return TrainDataset(instances, layout, codec, preset.augment, seed)
