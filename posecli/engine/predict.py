@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import glob
 import json
-import os
-import tempfile
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -323,21 +321,14 @@ def _predict_video(predictor: Predictor, find_boxes: BoxFinder, path: Path, cfg:
 @contextmanager
 def atomic_video(path: Path, fps: float, size: tuple[int, int]):
     """An mp4v ``cv2.VideoWriter`` on a temp file beside ``path``, renamed onto it only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temp name keeps the .mp4 suffix: OpenCV picks the container from it.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)
-    os.close(fd)
-    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    try:
-        if not writer.isOpened():
-            raise UserError(f"{path}: OpenCV cannot write an mp4v video here; --no-draw writes the JSON only")
-        yield writer
-        writer.release()
-        os.replace(tmp, path)
-    finally:
-        writer.release()
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:  # the temp name keeps .mp4: OpenCV picks the container from it
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        try:
+            if not writer.isOpened():
+                raise UserError(f"{path}: OpenCV cannot write an mp4v video here; --no-draw writes the JSON only")
+            yield writer
+        finally:
+            writer.release()
 
 
 def _frame_count(path: Path) -> int:
