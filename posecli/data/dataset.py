@@ -216,17 +216,29 @@ class TrainDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.instances)
 
+    def draws(self, i: int) -> Draws:
+        """The random numbers of item i in the current epoch."""
+        return Draws(np.random.default_rng([self.seed, self.epoch, i]))
+
+    def augmented(self, i: int, image: np.ndarray, draws) -> Sample:
+        """Instance i on its decoded image, flipped, half-body and box-transformed (still image pixels)."""
+        inst = self.instances
+        s = from_box(image, inst.keypoints[i], inst.visible[i], inst.xyxy[i])
+        return augment(s, draws, self.augment, self.layout)
+
     def sample(self, i: int, draws) -> Sample:
         """Instance i read, augmented with ``draws`` and cropped: a Sample in input pixels."""
-        inst = self.instances
-        s = from_box(read_image(inst.image_path(i)), inst.keypoints[i], inst.visible[i], inst.xyxy[i])
-        return affine_crop(augment(s, draws, self.augment, self.layout), self.codec.input_size)
+        image = read_image(self.instances.image_path(i))
+        return affine_crop(self.augmented(i, image, draws), self.codec.input_size)
 
-    def __getitem__(self, i: int) -> dict:
-        """{"image": (h, w, 3) uint8 BGR, "heatmaps": (K, H, W) float32, "weights": (K,) float32}."""
-        s = self.sample(i, Draws(np.random.default_rng([self.seed, self.epoch, i])))
+    def targets(self, s: Sample) -> dict:
+        """A cropped sample -> the item: {"image": (h, w, 3) uint8 BGR, "heatmaps": (K, H, W) float32, "weights": (K,) float32}."""
         heatmaps, weights = self.codec.encode(s.keypoints, s.visible)
         return {"image": torch.from_numpy(s.image), "heatmaps": torch.from_numpy(heatmaps), "weights": torch.from_numpy(weights)}
+
+    def __getitem__(self, i: int) -> dict:
+        """Decode, augment, crop, targets: see ``targets`` for the item."""
+        return self.targets(self.sample(i, self.draws(i)))
 
 
 def worker_init(worker_id: int) -> None:
