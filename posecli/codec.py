@@ -6,6 +6,7 @@ keypoints are (K, 2) xy in *input* pixels (192x256), the heatmap grid is 4x coar
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -39,6 +40,15 @@ class HeatmapCodec:
         return keypoints * self.stride, scores
 
 
+@functools.lru_cache(maxsize=8)
+def gaussian_patch(radius: int, sigma: float) -> np.ndarray:
+    """(2r+1, 2r+1) float32 unnormalised Gaussian, peak 1 at the centre (read-only, shared)."""
+    g = np.arange(2 * radius + 1, dtype=np.float32)
+    patch = np.exp(-((g - radius) ** 2 + (g[:, None] - radius) ** 2) / np.float32(2 * sigma**2))
+    patch.flags.writeable = False
+    return patch
+
+
 def encode_msra(keypoints: np.ndarray, visible: np.ndarray, heatmap_size: tuple[int, int], sigma: float):
     """Unnormalised Gaussians at the rounded keypoint, one channel per keypoint.
 
@@ -48,23 +58,20 @@ def encode_msra(keypoints: np.ndarray, visible: np.ndarray, heatmap_size: tuple[
     weight; the weight becomes 0 only when the whole 13x13 patch is off the map.
     """
     W, H = heatmap_size
-    K = keypoints.shape[0]
-    heatmaps = np.zeros((K, H, W), dtype=np.float32)
-    weights = np.asarray(visible, dtype=np.float32).copy()
+    weights = np.array(visible, dtype=np.float32)  # a copy
     radius = int(sigma * 3)
-    size = 2 * radius + 1
-    g = np.arange(size, dtype=np.float32)
-    gaussian = np.exp(-((g - radius) ** 2 + (g[:, None] - radius) ** 2) / np.float32(2 * sigma**2))
-    for k in range(K):
-        if weights[k] < 0.5:
+    patch = gaussian_patch(radius, sigma)
+    heatmaps = np.zeros((len(keypoints), H, W), dtype=np.float32)
+    centres = (keypoints + 0.5).astype(np.int64).tolist()  # Python ints: this loop runs once per training sample
+    for k, (labelled, (mx, my)) in enumerate(zip((~(weights < 0.5)).tolist(), centres)):
+        if not labelled:
             continue
-        mx, my = (keypoints[k] + 0.5).astype(np.int64)
         left, top, right, bottom = mx - radius, my - radius, mx + radius + 1, my + radius + 1
         if left >= W or top >= H or right < 0 or bottom < 0:
             weights[k] = 0
             continue
         x0, x1, y0, y1 = max(0, left), min(W, right), max(0, top), min(H, bottom)
-        heatmaps[k, y0:y1, x0:x1] = gaussian[y0 - top : y1 - top, x0 - left : x1 - left]
+        heatmaps[k, y0:y1, x0:x1] = patch[y0 - top : y1 - top, x0 - left : x1 - left]
     return heatmaps, weights
 
 
