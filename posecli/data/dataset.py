@@ -5,9 +5,10 @@
     build_train_dataset  a preset's training set (or the bundled sample with ``sample=True``)
 
 Instances are kept as MMPose's top-down COCO dataset keeps them (reference README
-§7 item 1): images in file order, each image's annotations in file order; crowd,
-``num_keypoints == 0``, all-zero keypoints and boxes with no width or height after
-clipping to [0, W-1] x [0, H-1] are dropped. The table is plain numpy arrays so that
+§7 item 1): images in file order, each image's annotations in file order; annotations
+without bbox or keypoints, whose keypoint values (x, y and v) are all 0, crowd,
+``num_keypoints == 0`` (counted from the coordinates when the field is absent) and boxes
+with no width or height after clipping to [0, W-1] x [0, H-1] are dropped. The table is plain numpy arrays so that
 DataLoader workers share it without copy-on-write growth.
 """
 
@@ -103,17 +104,16 @@ def _parse_annotation(ann: dict, img: dict, k: int, path: Path) -> tuple[str | N
     except (TypeError, ValueError):
         raise UserError(f"{path}: annotation {ann.get('id')} needs bbox [x, y, w, h] and {3 * k} keypoint values "
                         f"(x, y, v per keypoint), got bbox {str(ann['bbox'])[:40]} and {str(ann['keypoints'])[:40]}") from None  # fmt: skip
-    coords = kpts[:, :2]
-    labelled = ann["num_keypoints"] if "num_keypoints" in ann else np.count_nonzero(coords.max(axis=1))
+    if kpts.max() == 0:  # x, y and v all 0 (MMPose: max(ann["keypoints"]) == 0)
+        return "no keypoints", None, None
+    labelled = ann["num_keypoints"] if "num_keypoints" in ann else np.count_nonzero(kpts[:, :2].max(axis=1))
     if labelled == 0:
         return "no keypoints", None, None
     width, height = img["width"] - 1, img["height"] - 1
     # Clipped in float64, then cast: x2 is x + w clipped, not x1 + w.
     xyxy = np.array([np.clip(x, 0, width), np.clip(y, 0, height), np.clip(x + w, 0, width), np.clip(y + h, 0, height)], dtype=np.float32)
-    if not (xyxy[2] - xyxy[0] > 0 and xyxy[3] - xyxy[1] > 0):
+    if xyxy[2] - xyxy[0] <= 0 or xyxy[3] - xyxy[1] <= 0:
         return "empty box", None, None
-    if coords.max() <= 0:
-        return "no keypoints", None, None
     return None, xyxy, kpts
 
 
