@@ -43,26 +43,30 @@ def one_worker_rate(ds: TrainDataset, epoch: int) -> tuple[float, float]:
     return len(order) / (time.perf_counter() - wall), len(order) / (time.process_time() - cpu)
 
 
-def stage_times(ds: TrainDataset, epoch: int) -> dict[str, float]:
-    """Seconds per sample of each stage, by the dataset's own steps in ``__getitem__``'s order."""
+def stage_times(ds: TrainDataset, epoch: int) -> dict[str, tuple[float, float]]:
+    """Per stage: (wall, CPU) seconds per sample, by the dataset's own steps in ``__getitem__``'s order."""
     ds.set_epoch(epoch)
-    total = dict.fromkeys(STAGES, 0.0)
+    total = {stage: np.zeros(2) for stage in STAGES}
     order = np.random.default_rng(epoch).permutation(len(ds))
+
+    def now() -> np.ndarray:
+        return np.array([time.perf_counter(), time.process_time()])
+
     for n, i in enumerate(int(i) for i in order):
-        t0 = time.perf_counter()
+        t0 = now()
         image = read_image(ds.instances.image_path(i))
-        t1 = time.perf_counter()
+        t1 = now()
         s = ds.augmented(i, image, ds.draws(i))
-        t2 = time.perf_counter()
+        t2 = now()
         s = affine_crop(s, ds.codec.input_size)
-        t3 = time.perf_counter()
+        t3 = now()
         item = ds.targets(s)
-        t4 = time.perf_counter()
+        t4 = now()
         for stage, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             total[stage] += dt
         if n < 8:  # the staged path is the dataset's path
             assert all(torch.equal(v, ds[i][k]) for k, v in item.items()), "staged item differs from ds[i]"
-    return {stage: t / len(order) for stage, t in total.items()}
+    return {stage: tuple(t / len(order)) for stage, t in total.items()}
 
 
 def loader_rate(ds: TrainDataset, epoch: int, workers: int, batch_size: int) -> tuple[float, float]:
@@ -105,22 +109,24 @@ def main() -> None:
 
     one_worker_rate(ds, epoch=1000)  # warm-up: file cache, allocator, imports
     rates = [one_worker_rate(ds, epoch) for epoch in range(args.repeats)]
-    wall = statistics.median(r[0] for r in rates)
-    cpu = statistics.median(r[1] for r in rates)
-    ratio = wall / MMPOSE_SAMPLES_PER_S
+    rate_wall = statistics.median(r[0] for r in rates)
+    rate_cpu = statistics.median(r[1] for r in rates)
     print(f"\none worker (1 OpenCV + 1 torch thread), median of {args.repeats} epochs:")
-    print(f"  {wall:6.1f} samples/s wall  ({min(r[0] for r in rates):.1f}..{max(r[0] for r in rates):.1f}), "
-          f"{cpu:6.1f} samples per CPU second")  # fmt: skip
-    print(f"  MMPose {MMPOSE_SAMPLES_PER_S:.0f} samples/s -> x{ratio:.2f} wall, x{cpu / MMPOSE_SAMPLES_PER_S:.2f} by CPU time "
-          f"(goal x{TARGET_RATIO}: {TARGET_RATIO * MMPOSE_SAMPLES_PER_S:.0f} samples/s)")  # fmt: skip
+    print(f"  {rate_wall:6.1f} samples/s wall  ({min(r[0] for r in rates):.1f}..{max(r[0] for r in rates):.1f}), "
+          f"{rate_cpu:6.1f} samples per CPU second")  # fmt: skip
+    print(f"  MMPose {MMPOSE_SAMPLES_PER_S:.0f} samples/s -> x{rate_wall / MMPOSE_SAMPLES_PER_S:.2f} wall, "
+          f"x{rate_cpu / MMPOSE_SAMPLES_PER_S:.2f} by CPU time (goal x{TARGET_RATIO}: {TARGET_RATIO * MMPOSE_SAMPLES_PER_S:.0f} samples/s)")  # fmt: skip
 
     per_stage = [stage_times(ds, epoch) for epoch in range(args.repeats)]
-    medians = {stage: statistics.median(t[stage] for t in per_stage) for stage in STAGES}
-    total = sum(medians.values())
-    print(f"\nstages, median of {args.repeats} epochs (ms per sample, share):")
-    for stage, t in medians.items():
-        print(f"  {stage:8s} {t * 1e3:6.3f} ms  {t / total:6.1%}")
-    print(f"  {'total':8s} {total * 1e3:6.3f} ms  = {1 / total:.1f} samples/s; decode alone caps one worker at {1 / medians['decode']:.0f}")
+    wall = {stage: statistics.median(t[stage][0] for t in per_stage) for stage in STAGES}
+    cpu = {stage: statistics.median(t[stage][1] for t in per_stage) for stage in STAGES}
+    total_wall, total_cpu = sum(wall.values()), sum(cpu.values())
+    print(f"\nstages, median of {args.repeats} epochs:   wall ms/sample  share    CPU ms/sample  share")
+    for stage in STAGES:
+        print(f"  {stage:8s} {wall[stage] * 1e3:26.3f}  {wall[stage] / total_wall:6.1%} {cpu[stage] * 1e3:14.3f}  {cpu[stage] / total_cpu:6.1%}")
+    print(f"  {'total':8s} {total_wall * 1e3:26.3f}  {'':6s} {total_cpu * 1e3:14.3f}")
+    print(f"  decode alone caps one worker at {1 / cpu['decode']:.0f} samples per CPU second "
+          f"(x{1 / cpu['decode'] / MMPOSE_SAMPLES_PER_S:.2f} MMPose); everything after it takes {(total_cpu - cpu['decode']) * 1e3:.3f} ms")  # fmt: skip
 
     ds.instances = repeated(ds.instances, max(1, args.loader_copies // args.copies))
     runs = [loader_rate(ds, epoch, args.workers, args.batch_size) for epoch in range(args.loader_repeats)]
