@@ -8,13 +8,14 @@
 
 Each step is a pure function of a ``Sample`` and the random numbers it needs, which
 come from a ``Draws`` object in the order MMPose consumes them. Tests script the
-draws to replay MMPose's; training draws them from a generator seeded per item.
+draws to replay MMPose's; training draws them from a generator seeded by (seed, epoch, index).
 The arithmetic stays float32 where MMPose's does: the crops and targets then agree
 with MMPose's bit for bit (reference README §5, §7 item 8).
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, replace
 
 import cv2
@@ -38,25 +39,27 @@ class Sample:
 
 
 class Draws:
-    """The random numbers of one sample, from a numpy Generator.
+    """The random numbers of one sample, from Python's Mersenne Twister seeded with ``key`` (e.g. seed, epoch, index).
 
-    Anything with the same two methods can stand in (tests replay MMPose's scripted draws).
+    Python's generator: a new one per item costs ~6 us, NumPy's SeedSequence several times
+    that. Anything with the same two methods can stand in (tests replay MMPose's scripted draws).
     """
 
-    def __init__(self, rng: np.random.Generator):
-        self.rng = rng
+    def __init__(self, *key: int):
+        self.rng = random.Random(",".join(str(int(k)) for k in key))  # str seeds hash the same in every process
 
     def uniform(self) -> float:
         """One draw from U[0, 1)."""
-        return float(self.rng.random())
+        return self.rng.random()
 
     def truncnorm(self, n: int) -> np.ndarray:
         """(n,) float32 standard normal draws truncated to [-1, 1] (scipy's truncnorm(-1, 1)), by rejection."""
-        kept = np.empty(0)
-        while kept.size < n:  # 68 % are accepted: almost always one round
-            z = self.rng.standard_normal(2 * n)
-            kept = np.concatenate([kept, z[np.abs(z) <= 1.0]])
-        return kept[:n].astype(np.float32)
+        kept = []
+        while len(kept) < n:  # 68 % are accepted
+            z = self.rng.normalvariate(0.0, 1.0)
+            if -1.0 <= z <= 1.0:
+                kept.append(z)
+        return np.array(kept, dtype=np.float32)
 
 
 def from_box(image: np.ndarray, keypoints: np.ndarray, visible: np.ndarray, xyxy: np.ndarray) -> Sample:

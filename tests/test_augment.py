@@ -199,7 +199,7 @@ def test_encode_matches_mmpose(case):
 
 
 def test_truncnorm_is_a_standard_normal_cut_to_plus_minus_one():
-    draws = Draws(np.random.default_rng(0))
+    draws = Draws(0)
     v = np.concatenate([draws.truncnorm(4) for _ in range(10_000)])
     assert v.dtype == np.float32 and v.min() >= -1 and v.max() <= 1
 
@@ -217,7 +217,7 @@ def test_uniform_draws_decide_with_the_configured_probabilities():
     s = make_sample(np.zeros((8, 8, 3), np.uint8), center=(4, 4), scale=(4, 8))
     flips = rotations = 0
     for i in range(4000):
-        draws = Draws(np.random.default_rng([0, i]))
+        draws = Draws(0, i)
         flips += random_flip(s, draws, coco.flip_indices, CFG.flip_prob).center[0] != s.center[0]
         rotations += random_box(s, draws, CFG).rotation != 0
     assert abs(flips / 4000 - CFG.flip_prob) < 0.03

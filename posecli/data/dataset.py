@@ -218,7 +218,7 @@ class TrainDataset(torch.utils.data.Dataset):
 
     def draws(self, i: int) -> Draws:
         """The random numbers of item i in the current epoch."""
-        return Draws(np.random.default_rng([self.seed, self.epoch, i]))
+        return Draws(self.seed, self.epoch, i)
 
     def augmented(self, i: int, image: np.ndarray, draws) -> Sample:
         """Instance i on its decoded image, flipped, half-body and box-transformed (still image pixels)."""
