@@ -218,7 +218,8 @@ def make_predictor(net: nn.Module, info: ModelInfo, setting: Setting, device: to
         net = _Cast(net, DTYPES[setting.dtype])
     if setting.compile:
         net = torch.compile(net)
-    return Predictor.from_model(net, info, flip=setting.flip, device=str(device), channels_last=setting.channels_last)
+    return Predictor.from_model(net, info, flip=setting.flip, device=str(device), channels_last=setting.channels_last,
+                                fuse_bn=False)  # folded above, before any cast or compile
 
 
 def _sync(device: torch.device) -> None:

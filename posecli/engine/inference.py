@@ -16,6 +16,7 @@ import torch
 from posecli.codec import HeatmapCodec
 from posecli.geometry import box_center_scale, fix_aspect_ratio, input_to_image, warp_image, warp_matrix
 from posecli.layouts import LAYOUTS, Layout
+from posecli.models.fuse import fuse_conv_bn
 from posecli.models.topdown import TopDown
 from posecli.weights import ModelInfo, load_model
 
@@ -66,15 +67,22 @@ class Predictor:
 
     @classmethod
     def from_weights(cls, path, flip: bool = True, dark: bool = False, device: str | None = None,
-                     channels_last: bool = True, keep: int | None = None) -> "Predictor":  # fmt: skip
+                     channels_last: bool = True, keep: int | None = None, fuse_bn: bool = True) -> "Predictor":  # fmt: skip
         net, info = load_model(path)
-        return cls.from_model(net, info, flip, dark, device, channels_last, keep)
+        return cls.from_model(net, info, flip, dark, device, channels_last, keep, fuse_bn)
 
     @classmethod
     def from_model(cls, net, info: ModelInfo, flip: bool = True, dark: bool = False, device: str | None = None,
-                   channels_last: bool = True, keep: int | None = None) -> "Predictor":  # fmt: skip
+                   channels_last: bool = True, keep: int | None = None, fuse_bn: bool = True) -> "Predictor":  # fmt: skip
+        """``net`` itself is moved to the device and set to eval mode, unless ``fuse_bn`` works on a copy.
+
+        channels-last and BatchNorm folding are the defaults: `posecli benchmark` measures them
+        fastest on CPU, and they change only the float summation order (same keypoints and AP).
+        """
         dev = pick_device(device)
         layout = LAYOUTS[info.layout]
+        if fuse_bn:
+            net = fuse_conv_bn(net)
         net = net.to(dev).eval()
         if channels_last:  # same keypoints (README of the reference data); faster convolutions on CPU
             net = net.to(memory_format=torch.channels_last)

@@ -1,0 +1,83 @@
+"""Persons/s of `posecli eval` (the whole library path) against the limit this CPU's matmul peak sets.
+
+    python benchmarks/eval_speed.py [--arch hrnet-w32] [--repeats 3] [--workers 2] [--batch-size 32] [--no-flip]
+
+Runs ``posecli.engine.evaluate.evaluate`` on the bundled COCO sample with its 118 detector
+boxes, exactly as ``posecli eval --sample`` does (decode, crops in DataLoader workers,
+forward with flip test, decode, rescoring, OKS NMS, COCOeval), with a randomly initialised
+model (speed does not depend on the weights). The limit is
+
+    persons/s <= peak GFLOP/s / (2 * MACs per crop * forwards per crop)
+
+with the matmul peak sampled before and after every timed run of the same process:
+no pipeline built from these convolutions can go faster. Medians over repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from posecli.engine.benchmark import CpuUse, MatmulProbe, machine_info, peak_memory_mb, random_model
+from posecli.engine.evaluate import evaluate
+from posecli.engine.flops import count_macs
+from posecli.engine.inference import Predictor
+
+SAMPLE = Path(__file__).resolve().parent.parent / "posecli" / "sample" / "coco"
+MMPOSE_PERSONS_PER_S = {True: 3.1, False: 6.6}  # inference_topdown on this machine (issue 4), flip / no flip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", default="hrnet-w32")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True)
+    args = parser.parse_args()
+
+    net, info = random_model(args.arch, "coco")
+    macs = count_macs(net, info.input_size)
+    predictor = Predictor.from_model(net, info, flip=args.flip)  # eval's defaults (channels-last, BN folded)
+    forwards = 2 if args.flip else 1
+    probe = MatmulProbe(torch.device("cpu"), "fp32")
+    cpu_use = CpuUse()
+
+    def run():
+        return evaluate(predictor, SAMPLE / "test_coco.json", SAMPLE, SAMPLE / "test_coco_det_AP_H_56.json",
+                        batch_size=args.batch_size, workers=args.workers)  # fmt: skip
+
+    print(f"{args.arch}: {macs / 1e9:.2f} G multiply-adds per crop, flip={args.flip}, batch {args.batch_size}, "
+          f"{args.workers} workers; warm-up run ...", flush=True)  # fmt: skip
+    result = run()
+    peaks, rates = [probe.peak().gflops], []
+    for i in range(args.repeats):
+        start = time.perf_counter()
+        run()
+        seconds = time.perf_counter() - start
+        peaks.append(probe.peak().gflops)
+        rates.append(result.num_boxes / seconds)
+        print(f"  run {i + 1}: {result.num_boxes} persons in {seconds:.1f} s = {rates[-1]:.2f} persons/s, "
+              f"matmul peak {peaks[-1]:.0f} GFLOP/s", flush=True)  # fmt: skip
+    memory = peak_memory_mb(torch.device("cpu"), run)
+
+    peak, rate = statistics.median(peaks), statistics.median(rates)
+    limit = peak * 1e9 / (2 * macs * forwards)
+    mmpose = MMPOSE_PERSONS_PER_S[args.flip] if args.arch == "hrnet-w32" else None
+    m = machine_info(torch.device("cpu"))
+    taken = cpu_use.others() or {}
+    print(f"\n{m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} threads, {m['cpu_capability']})")
+    print(f"matmul peak (median of {len(peaks)} samples): {peak:.1f} GFLOP/s -> limit {limit:.2f} persons/s")
+    print(f"posecli eval (median of {len(rates)}):       {rate:.2f} persons/s = {rate / limit:.0%} of the limit")
+    if mmpose:
+        print(f"MMPose inference_topdown on this machine: {mmpose:.1f} persons/s -> posecli is {rate / mmpose:.2f}x")
+    print(f"peak memory of one run (RSS high-water): {memory:.0f} MB")
+    print(f"CPU time taken by other processes meanwhile: {taken.get('other_processes', float('nan')):.0%}")
+
+
+if __name__ == "__main__":
+    main()
