@@ -39,9 +39,9 @@ class Sample:
 
 
 class Draws:
-    """The random numbers of one sample, from Python's Mersenne Twister seeded with ``key`` (e.g. seed, epoch, index).
+    """The random numbers of one sample, from Python's Mersenne Twister keyed by ints (training: seed, epoch, index).
 
-    Python's generator: a new one per item costs ~6 us, NumPy's SeedSequence several times
+    One generator per item: Python's costs ~6 us to make, NumPy's ``default_rng`` several times
     that. Anything with the same two methods can stand in (tests replay MMPose's scripted draws).
     """
 
