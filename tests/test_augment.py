@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -222,3 +226,14 @@ def test_uniform_draws_decide_with_the_configured_probabilities():
         rotations += random_box(s, draws, CFG).rotation != 0
     assert abs(flips / 4000 - CFG.flip_prob) < 0.03
     assert abs(rotations / 4000 - CFG.rotate_prob) < 0.03
+
+
+def test_draws_depend_only_on_their_key_in_any_process():
+    """A resumed run is a new process (another PYTHONHASHSEED): the same key must give the same draws."""
+    here = [Draws(3, 1, 4).uniform(), *Draws(3, 1, 4).truncnorm(4).tolist()]
+    code = "import json; from posecli.augment import Draws; print(json.dumps([Draws(3, 1, 4).uniform(), *Draws(3, 1, 4).truncnorm(4).tolist()]))"
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        run = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).parent.parent, capture_output=True, text=True, check=True)
+        assert json.loads(run.stdout) == here
+    assert Draws(3, 1, 5).uniform() != here[0] and Draws(3, 2, 4).uniform() != here[0]
