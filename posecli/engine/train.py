@@ -1,0 +1,313 @@
+"""``posecli train``: one preset end to end, on CPU, one GPU, or many with torchrun (DDP).
+
+    setup     preset (+ sample settings), workdir, model, optimiser, resume state
+    epoch     deterministic shuffle of (seed, epoch) -> global batches -> this rank's shards
+    step      micro-batches (forward, MSE loss, backward), one Adam step, lr from schedule.lr_at
+    epoch end BN running statistics averaged over ranks, validation (COCO AP), best / last checkpoints
+
+A batch of the global order is split into ``world * micro_batches`` shards; shard j is
+what rank j would get with that many ranks, so 1 process with micro_batches k computes
+the same steps as k processes. Resuming needs only (epoch, step, iteration): data
+randomness is (seed, epoch, i), the lr a pure function, the sampler position the step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+
+from posecli.data.dataset import build_train_dataset, sample_preset_paths, worker_init
+from posecli.engine.checkpoint import TrainState, check_compatible, load_backbone, load_state, restore, save_checkpoint, state_path
+from posecli.engine.evaluate import evaluate
+from posecli.engine.inference import Predictor, pick_device
+from posecli.engine.curves import MetricsLog
+from posecli.engine.schedule import base_lr, lr_at
+from posecli.errors import UserError
+from posecli.fileio import atomic_path
+from posecli.layouts import get_layout
+from posecli.models.hrnet import build_model
+from posecli.models.topdown import normalise
+from posecli.presets import Preset, load_preset, preset_from_dict
+from posecli.weights import ModelInfo
+
+Event = Callable[[dict], None]  # every record of metrics.jsonl, plus "start", "epoch", "note" and "done" events
+
+# --sample: a narrow HRNet and a short schedule, so the bundled 7 images train in minutes on a CPU.
+SAMPLE_SETTINGS = ["model.arch=hrnet-small", "train.epochs=60", "train.batch_size=8", "train.lr=2e-3",
+                   "train.warmup_iters=20", "train.warmup_factor=0.1", "train.milestones=[45,55]",
+                   "train.gamma=0.3", "train.workers=0", "data.val.interval=15"]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    workdir: Path
+    data_root: Path | None = None
+    sample: bool = False
+    resume: Path | None = None  # a .state.pt file (the CLI turns a bare --resume into workdir/last.state.pt)
+    init_backbone: Path | None = None
+    amp: bool = False
+    device: str | None = None  # cpu, cuda, cuda:N; default cuda if available
+    micro_batches: int = 1  # gradient accumulation: each batch in this many forward/backward passes
+    checkpoint_iters: int = 0  # also save `last` every this many iterations (0: only at epoch ends)
+    channels_last: bool = True  # faster convolutions on CPU, same training (benchmarks/train_step.py)
+    flush_denormal: bool = True  # HRNet's N(0, 0.001) init makes denormal floats: up to 10x slower CPU steps
+
+
+@dataclass
+class TrainResult:
+    workdir: Path
+    state: TrainState
+    last_metrics: dict = field(default_factory=dict)
+
+
+def keypoint_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """MMPose's KeypointMSELoss(use_target_weight=True): mean of (pred - target)^2 * w_k; (B, K, H, W), (B, K)."""
+    return ((pred - target) ** 2 * weights[:, :, None, None]).mean()
+
+
+def epoch_batches(n: int, seed: int, epoch: int, batch: int, shards: int) -> list[list[int]]:
+    """The global batches of an epoch: a shuffle seeded by (seed, epoch), padded to a multiple of ``shards``."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=g).tolist()
+    order += order[: (-len(order)) % shards]  # every shard of every batch gets the same count (as MMPose's sampler)
+    return [order[i : i + batch] for i in range(0, len(order), batch)]
+
+
+def global_batch(preset: Preset, world: int) -> int:
+    return preset.train.batch_size * world
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str | None) -> Dist:
+    """One process, or one of torchrun's (WORLD_SIZE > 1): NCCL on CUDA (one GPU per process), gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = pick_device(device)
+    if world == 1:
+        return Dist(0, 1, dev)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), dev)
+
+
+def sync_buffers(model: torch.nn.Module, world: int) -> None:
+    """Average BN running statistics over ranks (MMPose's SyncBuffersHook); a no-op for one process."""
+    if world == 1:
+        return
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+            buf.div_(world)
+
+
+def resolve_preset(name: str | None, overrides: list[str], opts: RunOptions, log: Event) -> tuple[Preset, dict | None]:
+    """The preset of this run (sample settings first, then --set) and the state to resume from, if any."""
+    blob = load_state(opts.resume) if opts.resume else None
+    if name is None:
+        if blob is None:
+            raise UserError("no --preset: name one of the bundled presets (coco, coco-aic-merge, coco-aic-combine) or a .yaml")
+        preset = preset_from_dict(yaml.safe_load(yaml.safe_dump(_lists(blob["preset"]))))
+        if overrides:
+            raise UserError("--set with --resume needs --preset too (the checkpoint's preset is used otherwise)")
+        return preset, blob
+    extra = SAMPLE_SETTINGS if opts.sample else []
+    if extra:
+        log({"kind": "note", "text": "--sample: " + ", ".join(extra) + " (override with --set)"})
+    return load_preset(name, extra + list(overrides)), blob
+
+
+def _lists(value):
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    return [_lists(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def check_workdir(workdir: Path, resuming: bool) -> None:
+    if not resuming and (state_path(workdir, "last").exists() or (workdir / "metrics.jsonl").exists()):
+        raise UserError(f"{workdir} holds another run (last.state.pt / metrics.jsonl); continue it with --resume, "
+                        "or give a new --workdir")  # fmt: skip
+
+
+def validation_data(preset: Preset, opts: RunOptions) -> tuple[Path, Path, Path | None]:
+    """(annotation file, image folder, detector boxes or None for GT boxes) of the preset's data.val."""
+    if opts.sample:
+        root, data = sample_preset_paths(preset)
+        val = data.val
+    else:
+        root, val = Path(opts.data_root), preset.data.val
+    boxes = root / val.boxes if val.boxes and (root / val.boxes).is_file() else None
+    return root / val.ann, root / val.images, boxes
+
+
+def validate(model: torch.nn.Module, info: ModelInfo, preset: Preset, opts: RunOptions, d: Dist, progress=None) -> dict:
+    """COCO AP of a copy of the model (the training model stays in train mode); all ranks take part."""
+    ann, images, boxes = validation_data(preset, opts)
+    t = preset.test
+    predictor = Predictor.from_model(copy.deepcopy(model), info, flip=t.flip, dark=t.decode == "dark", device=str(d.device),
+                                     channels_last=opts.channels_last, keep=t.output_keypoints)  # fmt: skip
+    result = evaluate(predictor, ann, images, boxes, batch_size=t.batch_size, workers=preset.train.workers,
+                      nms=t.nms, nms_thr=t.nms_thr, keypoint_score_thr=t.keypoint_score_thr, progress=progress)  # fmt: skip
+    return dict(result.metrics, boxes="detector" if boxes else "ground truth")
+
+
+def _autocast(amp: bool, device: torch.device):
+    if not amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+
+
+def train(preset_name: str | None, overrides: list[str], opts: RunOptions, log: Event = lambda e: None) -> TrainResult:
+    """Train a preset; writes the run folder (see the CLI's help); -> the final state."""
+    flushed = opts.flush_denormal and torch.set_flush_denormal(True)
+    try:
+        return _train(preset_name, overrides, opts, log)
+    finally:
+        if flushed:
+            torch.set_flush_denormal(False)
+
+
+def _train(preset_name: str | None, overrides: list[str], opts: RunOptions, log: Event) -> TrainResult:
+    if opts.micro_batches < 1 or opts.checkpoint_iters < 0:
+        raise UserError("--micro-batches must be >= 1 and --checkpoint-iters >= 0")
+    d = setup_distributed(opts.device)
+    log = log if d.main else (lambda e: None)
+    preset, blob = resolve_preset(preset_name, overrides, opts, log)
+    cfg, workdir = preset.train, Path(opts.workdir)
+    if cfg.batch_size % opts.micro_batches:
+        raise UserError(f"batch size {cfg.batch_size} is not divisible by --micro-batches {opts.micro_batches}")
+    run = {"batch_size": cfg.batch_size, "world_size": d.world, "micro_batches": opts.micro_batches,
+           "sample": opts.sample, "amp": opts.amp, "data_root": str(opts.data_root) if opts.data_root else None}  # fmt: skip
+    if blob is not None:
+        check_compatible(opts.resume, blob, preset.to_dict(), run)
+    check_workdir(workdir, blob is not None)
+    dataset = build_train_dataset(preset, opts.data_root, cfg.seed, sample=opts.sample)
+    layout = get_layout(preset.model.layout)
+    info = ModelInfo(preset.model.arch, layout.name, tuple(preset.model.input_size), tuple(preset.model.heatmap_size),
+                     preset=preset.to_dict())  # fmt: skip
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(preset.model.arch, layout.num_keypoints)
+    init = opts.init_backbone or (Path(preset.model.init_backbone) if preset.model.init_backbone else None)
+    if init and blob is None:
+        loaded = load_backbone(model, init)
+        log({"kind": "note", "text": f"backbone from {init}: {loaded.matched}/{loaded.expected} tensors, "
+             f"{len(loaded.ignored)} ignored (classifier), {len(loaded.mismatched)} shape conflicts"})  # fmt: skip
+    model = model.to(d.device)
+    if opts.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.optimizer != "adam":
+        raise UserError(f"train.optimizer {cfg.optimizer!r}: only adam is implemented (MMPose's HRNet recipe)")
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if opts.amp and d.device.type == "cuda" else None
+    if opts.amp and d.device.type == "cpu":
+        log({"kind": "note", "text": "--amp on CPU: bfloat16 autocast, which runs far slower than float32 on most CPUs"})
+    state = restore(blob, model, optimizer, scaler) if blob is not None else TrainState()
+    net = DistributedDataParallel(model, broadcast_buffers=False) if d.world > 1 else model
+
+    metrics = MetricsLog(workdir / "metrics.jsonl", enabled=d.main, keep=state.log_records if blob else 0)
+    if d.main:
+        with atomic_path(workdir / "preset.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(_lists(preset.to_dict()), sort_keys=False))
+    shards = d.world * opts.micro_batches
+    lr0 = base_lr(cfg, global_batch(preset, d.world))
+    log({"kind": "start", "preset": preset.name, "arch": preset.model.arch, "instances": len(dataset),
+         "world": d.world, "device": str(d.device), "global_batch": global_batch(preset, d.world), "lr": lr0,
+         "epoch": state.epoch, "step": state.step, "resumed": blob is not None})  # fmt: skip
+
+    def save(name: str) -> None:
+        sync_buffers(model, d.world)  # linear in the buffers: averaging early changes nothing at the epoch's end
+        if d.main:
+            state.log_records = metrics.count
+            save_checkpoint(workdir, name, model, info, optimizer, scaler, state, preset.to_dict(), run)
+
+    while state.epoch < cfg.epochs:
+        epoch = state.epoch
+        batches = epoch_batches(len(dataset), cfg.seed, epoch, global_batch(preset, d.world), shards)
+        chunks = [b[j::shards] for b in batches[state.step :] for j in range(d.rank * opts.micro_batches, (d.rank + 1) * opts.micro_batches)]
+        dataset.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=chunks, num_workers=cfg.workers, worker_init_fn=worker_init,
+                                             pin_memory=d.device.type == "cuda")  # fmt: skip
+        log({"kind": "epoch", "epoch": epoch, "epochs": cfg.epochs, "steps": len(batches), "step": state.step})
+        it, tick = iter(loader), time.perf_counter()
+        for step in range(state.step, len(batches)):
+            parts = [next(it) for _ in range(opts.micro_batches)]
+            data_time = time.perf_counter() - tick
+            lr = lr_at(state.iteration, epoch, cfg, lr0)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = torch.zeros((), device=d.device)
+            for c, part in enumerate(parts):
+                last_part = c == len(parts) - 1
+                with net.no_sync() if d.world > 1 and not last_part else contextlib.nullcontext():
+                    x = normalise(part["image"].to(d.device, non_blocking=True), info.mean, info.std)
+                    if opts.channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    with _autocast(opts.amp, d.device):
+                        pred = net(x)
+                    loss = keypoint_mse(pred.float(), part["heatmaps"].to(d.device), part["weights"].to(d.device)) / len(parts)
+                    (scaler.scale(loss) if scaler else loss).backward()
+                loss_sum += loss.detach()
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if d.world > 1:
+                dist.all_reduce(loss_sum)
+                loss_sum /= d.world
+            state.step, state.iteration = step + 1, state.iteration + 1
+            metrics.write({"kind": "train", "epoch": epoch, "step": step, "iteration": state.iteration,
+                           "loss": loss_sum.item(), "lr": lr, "data_time": round(data_time, 4),
+                           "time": round(time.perf_counter() - tick, 4)}, log)  # fmt: skip
+            if opts.checkpoint_iters and state.iteration % opts.checkpoint_iters == 0:
+                metrics.write({"kind": "checkpoint", "name": "last", "epoch": epoch, "step": state.step,
+                               "iteration": state.iteration}, log)  # fmt: skip
+                save("last")
+            tick = time.perf_counter()
+        end_epoch(state, epoch, model, info, preset, opts, d, metrics, save, log)
+    log({"kind": "done", "workdir": str(workdir), "best_ap": state.best_ap, "best_epoch": state.best_epoch})
+    return TrainResult(workdir, state, metrics.last_val)
+
+
+def end_epoch(state: TrainState, epoch: int, model, info, preset: Preset, opts: RunOptions, d: Dist,
+              metrics: MetricsLog, save: Callable[[str], None], log: Event) -> None:  # fmt: skip
+    """BN statistics synced, validation when due, then best / last checkpoints."""
+    cfg, last_epoch = preset.train, epoch + 1 == preset.train.epochs
+    sync_buffers(model, d.world)
+    state.epoch, state.step = epoch + 1, 0
+    if (epoch + 1) % preset.data.val.interval == 0 or last_epoch:
+        log({"kind": "validating", "epoch": epoch})
+        result = validate(model, info, preset, opts, d)
+        improved = result["AP"] > state.best_ap
+        if improved:
+            state.best_ap, state.best_epoch = result["AP"], epoch
+        metrics.write(dict(kind="val", epoch=epoch, iteration=state.iteration, best=improved, **result), log)
+        if improved:
+            save("best")
+        metrics.draw()
+    if (epoch + 1) % cfg.checkpoint_interval == 0 or last_epoch or opts.checkpoint_iters:
+        metrics.write({"kind": "checkpoint", "name": "last", "epoch": epoch, "step": 0, "iteration": state.iteration}, log)
+        save("last")

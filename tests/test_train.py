@@ -1,0 +1,209 @@
+"""posecli train: short runs of every preset on the bundled sample, exact resume after SIGKILL,
+torchrun (2 processes) against 1 process with 2 micro-batches, the lr schedule, bad input.
+
+Runs use hrnet-small at a 64x96 input, a 5-iteration warm-up and no rotation, half-body, scale or
+shift augmentation (a few dozen steps then lower the loss clearly), so that each takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+from safetensors.torch import load_file, safe_open
+from typer.testing import CliRunner
+
+from posecli.cli import app
+from posecli.engine.checkpoint import load_backbone, load_state
+from posecli.engine.schedule import lr_at
+from posecli.engine.train import epoch_batches
+from posecli.models.hrnet import build_model
+from posecli.presets import TrainCfg
+from posecli.weights import load_model
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["--sample", "--batch-size", "4"] + [a for kv in [
+    "model.input_size=[64,96]", "model.heatmap_size=[16,24]", "data.val.interval=1000", "test.batch_size=64",
+    "train.warmup_iters=5", "augment.rotate_prob=0", "augment.half_body_prob=0", "augment.scale_prob=0", "augment.shift_prob=0",
+] for a in ("--set", kv)]  # fmt: skip
+
+
+def records(workdir: Path, kind: str = "train") -> list[dict]:
+    return [r for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
+
+
+def cli(*args: str):
+    return runner.invoke(app, ["train", *args])
+
+
+def one_line(result) -> str:
+    return " ".join(result.output.split())
+
+
+@pytest.fixture(scope="module")
+def merge_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("merge")
+    res = cli("--preset", "coco-aic-merge", *TINY, "--epochs", "6", "--workdir", str(workdir))
+    assert res.exit_code == 0, res.output
+    return workdir
+
+
+@pytest.mark.parametrize("preset, layout", [("coco", "coco"), ("coco-aic-merge", "coco"), ("coco-aic-combine", "coco-aic")])
+def test_presets_train_on_the_sample(preset, layout, merge_run, tmp_path):
+    """Loss falls; best/last weights load with the preset's layout; state, metrics and curves are written."""
+    if preset == "coco-aic-merge":
+        workdir = merge_run
+    else:
+        workdir = tmp_path / preset
+        res = cli("--preset", preset, *TINY, "--epochs", "8" if preset == "coco" else "6", "--workdir", str(workdir))
+        assert res.exit_code == 0, res.output
+    losses = [r["loss"] for r in records(workdir)]
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    for name in ("best", "last"):
+        model, info = load_model(workdir / f"{name}.safetensors")
+        assert info.layout == layout and model.head.final_layer.out_channels == {"coco": 17, "coco-aic": 19}[layout]
+        assert info.preset["name"] == preset and info.input_size == (64, 96)
+    state = load_state(workdir / "last.state.pt")
+    epochs = 8 if preset == "coco" else 6
+    assert state["state"]["epoch"] == epochs and state["state"]["iteration"] == len(losses)
+    assert [r["epoch"] for r in records(workdir, "val")] == [epochs - 1]
+    assert cv2.imread(str(workdir / "curves.png")) is not None
+    assert (workdir / "preset.yaml").read_text().startswith(f"name: {preset}\n")
+
+
+def test_sample_notes_what_it_changes(merge_run):
+    res = cli("--preset", "coco-aic-merge", *TINY, "--epochs", "1", "--workdir", str(merge_run / "again"))
+    assert res.exit_code == 0
+    assert "--sample: model.arch=hrnet-small" in one_line(res)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(args: list[str], **kw) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, *args], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+
+
+def _finish(proc: subprocess.Popen) -> None:
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()[-2000:]
+
+
+def test_resume_after_sigkill_is_exact(tmp_path):
+    """Killed (-9) mid-epoch after an iteration checkpoint, resumed: the same weights as a run never stopped."""
+    args = ["-m", "posecli", "train", "--preset", "coco", *TINY, "--epochs", "3", "--batch-size", "2", "--checkpoint-iters", "4"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    reference = _run([*args, "--workdir", str(whole)])
+    proc = _run([*args, "--workdir", str(killed)])
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        log = killed / "metrics.jsonl"
+        lines = log.read_text().splitlines() if log.exists() else []
+        if any('"checkpoint"' in line and '"step": 0' not in line for line in lines[:-1]):  # a mid-epoch one, complete
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before a mid-epoch checkpoint could be interrupted"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "best.safetensors").exists()  # it really stopped early
+    _finish(_run([*args, "--workdir", str(killed), "--resume"]))
+    _finish(reference)
+    a, b = load_file(whole / "last.safetensors"), load_file(killed / "last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in records(whole)] == [r["loss"] for r in records(killed)]
+
+
+def test_two_processes_equal_one_with_two_micro_batches(tmp_path):
+    """torchrun, 2 CPU processes x batch 4 (gloo) = 1 process x batch 8 in 2 micro-batches: same losses."""
+    common = ["--preset", "coco-aic-merge", *TINY, "--epochs", "2"]
+    ddp = _run(["-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+                "-m", "posecli", "train", *common, "--batch-size", "4", "--workdir", str(tmp_path / "ddp")])  # fmt: skip
+    _finish(ddp)
+    _finish(_run(["-m", "posecli", "train", *common, "--batch-size", "8", "--micro-batches", "2", "--workdir", str(tmp_path / "one")]))
+    two, one = records(tmp_path / "ddp"), records(tmp_path / "one")
+    assert len(two) == len(one) == 6  # 21 instances padded to 22: batches of 8, 8, 6 per epoch
+    for a, b in zip(two, one):
+        assert a["lr"] == b["lr"] and abs(a["loss"] - b["loss"]) < 1e-5, (a, b)
+    with safe_open(str(tmp_path / "ddp" / "last.safetensors"), "pt") as f:
+        assert json.loads(f.metadata()["preset"])["train"]["batch_size"] == 4
+
+
+def test_epoch_batches_shard_evenly():
+    """Every index appears; each batch splits into equal shards; the order depends on (seed, epoch) only."""
+    batches = epoch_batches(21, seed=3, epoch=5, batch=8, shards=2)
+    assert [len(b) for b in batches] == [8, 8, 6]
+    assert set(sum(batches, [])) == set(range(21))
+    assert batches == epoch_batches(21, 3, 5, 8, 2) != epoch_batches(21, 3, 6, 8, 2)
+
+
+def test_schedule_known_values():
+    """MMPose's recipe: linear warm-up over 500 iterations from 0.001, x0.1 at epochs 170 and 200."""
+    cfg = TrainCfg()
+    assert lr_at(0, 0, cfg) == pytest.approx(5e-7)
+    assert lr_at(250, 0, cfg) == pytest.approx(5e-4 * (0.001 + 0.999 * 0.5))
+    assert lr_at(500, 1, cfg) == lr_at(10_000, 169, cfg) == pytest.approx(5e-4)
+    assert lr_at(10_000, 170, cfg) == pytest.approx(5e-5)
+    assert lr_at(10_000, 199, cfg) == pytest.approx(5e-5)
+    assert lr_at(10_000, 200, cfg) == pytest.approx(5e-6)
+
+
+def test_resume_without_a_checkpoint_fails(tmp_path):
+    res = cli("--preset", "coco", *TINY, "--workdir", str(tmp_path), "--resume")
+    assert res.exit_code == 1 and "no training state to resume from" in one_line(res)
+    assert "Traceback" not in res.output
+
+
+def test_resume_with_another_preset_fails(merge_run):
+    res = cli("--preset", "coco-aic-combine", *TINY, "--workdir", str(merge_run), "--resume")
+    assert res.exit_code == 1 and "cannot resume this run with different settings" in one_line(res)
+    res = cli("--preset", "coco-aic-merge", *TINY, "--batch-size", "2", "--workdir", str(merge_run), "--resume")
+    assert res.exit_code == 1 and "batch_size" in one_line(res)
+
+
+def test_workdir_of_another_run_is_refused(merge_run):
+    res = cli("--preset", "coco-aic-merge", *TINY, "--workdir", str(merge_run))
+    assert res.exit_code == 1 and "holds another run" in one_line(res)
+
+
+def test_bad_set_fails(tmp_path):
+    res = cli("--preset", "coco", *TINY, "--set", "train.nonsense=1", "--workdir", str(tmp_path))
+    assert res.exit_code == 1 and "unknown key 'nonsense'" in one_line(res)
+
+
+def test_init_backbone_without_matching_keys_fails(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"conv1.weight": torch.zeros(5, 3, 3, 3), "fc.weight": torch.zeros(2, 2)}, path)
+    res = cli("--preset", "coco", *TINY, "--init-backbone", str(path), "--workdir", str(tmp_path / "run"))
+    assert res.exit_code == 1 and "tensors match" in one_line(res) and "Traceback" not in res.output
+
+
+def test_init_backbone_loads_official_layout(tmp_path):
+    """A backbone saved with the official ImageNet HRNet keys (plus a classifier) loads into model.backbone."""
+    torch.manual_seed(1)
+    source = build_model("hrnet-small", 17)
+    for p in source.parameters():
+        p.data.normal_()
+    official = dict(source.backbone.state_dict())  # keys conv1.weight, layer1..., stage2...: no prefix
+    official.update({"incre_modules.0.0.conv1.weight": torch.zeros(4, 4, 1, 1), "classifier.weight": torch.zeros(1000, 2048)})
+    path = tmp_path / "hrnet_imagenet.pth"
+    torch.save(official, path)
+    model = build_model("hrnet-small", 17)
+    loaded = load_backbone(model, path)
+    assert loaded.matched == len(source.backbone.state_dict()) and not loaded.mismatched and not loaded.missing
+    assert sorted(loaded.ignored) == ["classifier.weight", "incre_modules.0.0.conv1.weight"]
+    mine = model.backbone.state_dict()
+    assert all(torch.equal(mine[k], v) for k, v in source.backbone.state_dict().items())
