@@ -33,12 +33,11 @@ COCO_SOURCE = Source("coco", "coco", "coco/test_coco.json", "coco")
 
 def kept_by_mmpose(data: dict) -> list[dict]:
     """The annotations MMPose's top-down CocoDataset trains on, in its order (images in file order)."""
-    images = {img["id"]: img for img in data["images"]}
     kept = []
     for img in data["images"]:
+        W, H = img["width"] - 1, img["height"] - 1
         for ann in (a for a in data["annotations"] if a["image_id"] == img["id"]):
             x, y, w, h = ann["bbox"]
-            W, H = images[ann["image_id"]]["width"] - 1, images[ann["image_id"]]["height"] - 1
             box_w = min(max(x + w, 0), W) - min(max(x, 0), W)
             box_h = min(max(y + h, 0), H) - min(max(y, 0), H)
             if not ann.get("iscrowd", 0) and ann["num_keypoints"] > 0 and box_w > 0 and box_h > 0:
