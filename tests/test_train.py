@@ -38,6 +38,15 @@ TINY = ["--sample", "--batch-size", "4"] + [a for kv in [
 ] for a in ("--set", kv)]  # fmt: skip
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a shared 2-core machine, OpenMP threads waiting for a busy core made steps ~80x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def records(workdir: Path, kind: str = "train") -> list[dict]:
     return [r for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
 
@@ -94,7 +103,7 @@ def _free_port() -> int:
 
 
 def _run(args: list[str], **kw) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")  # as torchrun sets it per process
     return subprocess.Popen([sys.executable, *args], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
 
 
