@@ -137,7 +137,7 @@ def test_resume_after_sigkill_is_exact(tmp_path):
 
 
 def test_two_processes_equal_one_with_two_micro_batches(tmp_path):
-    """torchrun, 2 CPU processes x batch 4 (gloo) = 1 process x batch 8 in 2 micro-batches: same losses."""
+    """torchrun, 2 CPU processes x batch 4 (gloo) = 1 process x batch 8 in 2 micro-batches: same losses and weights."""
     common = ["--preset", "coco-aic-merge", *TINY, "--epochs", "2"]
     ddp = _run(["-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
                 "-m", "posecli", "train", *common, "--batch-size", "4", "--workdir", str(tmp_path / "ddp")])  # fmt: skip
@@ -147,6 +147,9 @@ def test_two_processes_equal_one_with_two_micro_batches(tmp_path):
     assert len(two) == len(one) == 6  # 21 instances padded to 22: batches of 8, 8, 6 per epoch
     for a, b in zip(two, one):
         assert a["lr"] == b["lr"] and abs(a["loss"] - b["loss"]) < 1e-5, (a, b)
+    a, b = load_file(tmp_path / "ddp" / "last.safetensors"), load_file(tmp_path / "one" / "last.safetensors")
+    # BN running statistics too: one copy per micro-batch, averaged at epoch ends as the ranks' are
+    assert all(torch.allclose(a[k].double(), b[k].double(), atol=1e-6) for k in a)
     with safe_open(str(tmp_path / "ddp" / "last.safetensors"), "pt") as f:
         assert json.loads(f.metadata()["preset"])["train"]["batch_size"] == 4
 

@@ -66,7 +66,7 @@ def draw_curves(losses: list[tuple[int, float]], val: list[dict]) -> np.ndarray:
     loss = np.array([v for _, v in losses], np.float64)
     if len(loss):
         loss = smooth(loss, max(1, len(loss) // 50))
-    ep = np.array([r["epoch"] for r in val], np.float64)
+    ep = np.array([r["epoch"] + 1 for r in val], np.float64)  # epochs done, as the CLI counts
     ap = np.array([r["AP"] for r in val], np.float64)
     left = _panel(it, loss, "training loss (running mean)", "iteration", LOSS, points=False)
     right = _panel(ep, ap, "validation AP", "epoch", AP, points=True)

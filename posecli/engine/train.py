@@ -3,7 +3,7 @@
     setup     preset (+ sample settings), workdir, model, optimiser, resume state
     epoch     deterministic shuffle of (seed, epoch) -> global batches -> this rank's shards
     step      micro-batches (forward, MSE loss, backward), one Adam step, lr from schedule.lr_at
-    epoch end BN running statistics averaged over ranks, validation (COCO AP), best / last checkpoints
+    epoch end BN running statistics averaged over ranks (and micro-batches), validation (COCO AP), best / last checkpoints
 
 A batch of the global order is split into ``world * micro_batches`` shards; shard j is
 what rank j would get with that many ranks, so 1 process with micro_batches k computes
@@ -113,14 +113,38 @@ def setup_distributed(device: str | None) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), dev)
 
 
-def sync_buffers(model: torch.nn.Module, world: int) -> None:
-    """Average BN running statistics over ranks (MMPose's SyncBuffersHook); a no-op for one process."""
-    if world == 1:
-        return
-    for buf in model.buffers():
-        if buf.is_floating_point():
-            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
-            buf.div_(world)
+class RunningStats:
+    """BN running statistics as ``world * micro_batches`` ranks would keep them: one copy per micro-batch.
+
+    Each micro-batch updates its own copy (as each rank updates its own); ``sync`` averages
+    the copies and then the ranks (MMPose's SyncBuffersHook, at each epoch end). Averaging is
+    linear in the statistics, so syncing also before each checkpoint changes nothing later.
+    """
+
+    def __init__(self, model: torch.nn.Module, micro_batches: int, world: int):
+        self.buffers, self.world = list(model.buffers()), world
+        self.copies = [[b.clone() for b in self.buffers] for _ in range(micro_batches)] if micro_batches > 1 else []
+
+    def use(self, chunk: int) -> None:
+        for b, saved in zip(self.buffers, self.copies[chunk] if self.copies else []):
+            b.copy_(saved)
+
+    def keep(self, chunk: int) -> None:
+        for b, saved in zip(self.buffers, self.copies[chunk] if self.copies else []):
+            saved.copy_(b)
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        for i, b in enumerate(self.buffers):
+            if not b.is_floating_point():  # batch counters: equal everywhere
+                continue
+            if self.copies:
+                b.copy_(torch.stack([c[i] for c in self.copies]).mean(0))
+            if self.world > 1:
+                dist.all_reduce(b, op=dist.ReduceOp.SUM)
+                b.div_(self.world)
+        for c in range(len(self.copies)):
+            self.keep(c)
 
 
 def resolve_preset(name: str | None, overrides: list[str], opts: RunOptions, log: Event) -> tuple[Preset, dict | None]:
@@ -228,8 +252,10 @@ def train(preset_name: str | None, overrides: list[str], opts: RunOptions, log: 
          "world": d.world, "device": str(d.device), "global_batch": global_batch(preset, d.world), "lr": lr0,
          "epoch": state.epoch, "step": state.step, "resumed": blob is not None})  # fmt: skip
 
+    stats = RunningStats(model, opts.micro_batches, d.world)
+
     def save(name: str) -> None:
-        sync_buffers(model, d.world)  # linear in the buffers: averaging early changes nothing at the epoch's end
+        stats.sync()
         if d.main:
             state.log_records = metrics.count
             save_checkpoint(workdir, name, model, info, optimizer, scaler, state, preset.to_dict(), run)
@@ -252,6 +278,7 @@ def train(preset_name: str | None, overrides: list[str], opts: RunOptions, log: 
             loss_sum = torch.zeros((), device=d.device)
             for c, part in enumerate(parts):
                 last_part = c == len(parts) - 1
+                stats.use(c)
                 with net.no_sync() if d.world > 1 and not last_part else contextlib.nullcontext():
                     x = normalise(part["image"].to(d.device, non_blocking=True), info.mean, info.std)
                     if opts.channels_last:
@@ -260,6 +287,7 @@ def train(preset_name: str | None, overrides: list[str], opts: RunOptions, log: 
                         pred = net(x)
                     loss = keypoint_mse(pred.float(), part["heatmaps"].to(d.device), part["weights"].to(d.device)) / len(parts)
                     (scaler.scale(loss) if scaler else loss).backward()
+                stats.keep(c)
                 loss_sum += loss.detach()
             if scaler:
                 scaler.step(optimizer)
@@ -279,16 +307,16 @@ def train(preset_name: str | None, overrides: list[str], opts: RunOptions, log: 
                                "iteration": state.iteration}, log)  # fmt: skip
                 save("last")
             tick = time.perf_counter()
-        end_epoch(state, epoch, model, info, preset, opts, d, metrics, save, log)
+        end_epoch(state, epoch, model, info, preset, opts, d, stats, metrics, save, log)
     log({"kind": "done", "workdir": str(workdir), "best_ap": state.best_ap, "best_epoch": state.best_epoch})
     return TrainResult(workdir, state, metrics.last_val)
 
 
-def end_epoch(state: TrainState, epoch: int, model, info, preset: Preset, opts: RunOptions, d: Dist,
+def end_epoch(state: TrainState, epoch: int, model, info, preset: Preset, opts: RunOptions, d: Dist, stats: RunningStats,
               metrics: MetricsLog, save: Callable[[str], None], log: Event) -> None:  # fmt: skip
     """BN statistics synced, validation when due, then best / last checkpoints."""
     cfg, last_epoch = preset.train, epoch + 1 == preset.train.epochs
-    sync_buffers(model, d.world)
+    stats.sync()
     state.epoch, state.step = epoch + 1, 0
     if (epoch + 1) % preset.data.val.interval == 0 or last_epoch:
         log({"kind": "validating", "epoch": epoch})
