@@ -27,10 +27,18 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from posecli.data.dataset import build_train_dataset, sample_preset_paths, worker_init
-from posecli.engine.checkpoint import TrainState, check_compatible, load_backbone, load_state, restore, save_checkpoint, state_path
+from posecli.engine.checkpoint import (
+    TrainState,
+    check_compatible,
+    load_backbone,
+    load_state,
+    restore,
+    save_checkpoint,
+    state_path,
+)
+from posecli.engine.curves import MetricsLog
 from posecli.engine.evaluate import evaluate
 from posecli.engine.inference import Predictor, pick_device
-from posecli.engine.curves import MetricsLog
 from posecli.engine.schedule import base_lr, lr_at
 from posecli.errors import UserError
 from posecli.fileio import atomic_path
@@ -203,20 +211,48 @@ def _autocast(amp: bool, device: torch.device):
     return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
 
 
-def train(preset_name: str | None, overrides: list[str], opts: RunOptions, log: Event = lambda e: None) -> TrainResult:
-    """Train a preset; writes the run folder (see the CLI's help); -> the final state."""
+@dataclass
+class Run:
+    """Everything a run holds between steps."""
+
+    preset: Preset
+    opts: RunOptions
+    d: Dist
+    dataset: torch.utils.data.Dataset
+    info: ModelInfo
+    model: torch.nn.Module  # the module itself; ``net`` is it or its DDP wrapper
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    state: TrainState
+    stats: RunningStats
+    metrics: MetricsLog
+    lr0: float
+    settings: dict  # what a resumed run must keep (checkpoint.RUN_KEYS)
+
+    def save(self, name: str) -> None:
+        self.stats.sync()
+        if self.d.main:
+            self.state.log_records = self.metrics.count
+            save_checkpoint(self.opts.workdir, name, self.model, self.info, self.optimizer, self.scaler, self.state,
+                            self.preset.to_dict(), self.settings)  # fmt: skip
+
+
+def setup(preset_name: str | None, overrides: list[str], opts: RunOptions, log: Event) -> Run:
+    """Preset, data, model (seeded init, or ImageNet backbone), optimiser; restored when resuming."""
     if opts.micro_batches < 1 or opts.checkpoint_iters < 0:
         raise UserError("--micro-batches must be >= 1 and --checkpoint-iters >= 0")
     d = setup_distributed(opts.device)
-    log = log if d.main else (lambda e: None)
     preset, blob = resolve_preset(preset_name, overrides, opts, log)
     cfg, workdir = preset.train, Path(opts.workdir)
     if cfg.batch_size % opts.micro_batches:
         raise UserError(f"batch size {cfg.batch_size} is not divisible by --micro-batches {opts.micro_batches}")
-    run = {"batch_size": cfg.batch_size, "world_size": d.world, "micro_batches": opts.micro_batches,
-           "sample": opts.sample, "amp": opts.amp, "data_root": str(opts.data_root) if opts.data_root else None}  # fmt: skip
+    if cfg.optimizer != "adam":
+        raise UserError(f"train.optimizer {cfg.optimizer!r}: only adam is implemented (MMPose's HRNet recipe)")
+    settings = {"batch_size": cfg.batch_size, "world_size": d.world, "micro_batches": opts.micro_batches,
+                "sample": opts.sample, "amp": opts.amp, "data_root": str(opts.data_root) if opts.data_root else None}  # fmt: skip
     if blob is not None:
-        check_compatible(opts.resume, blob, preset.to_dict(), run)
+        check_compatible(opts.resume, blob, preset.to_dict(), settings)
     check_workdir(workdir, blob is not None)
     dataset = build_train_dataset(preset, opts.data_root, cfg.seed, sample=opts.sample)
     layout = get_layout(preset.model.layout)
@@ -233,101 +269,110 @@ def train(preset_name: str | None, overrides: list[str], opts: RunOptions, log: 
     model = model.to(d.device)
     if opts.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if cfg.optimizer != "adam":
-        raise UserError(f"train.optimizer {cfg.optimizer!r}: only adam is implemented (MMPose's HRNet recipe)")
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if opts.amp and d.device.type == "cuda" else None
     if opts.amp and d.device.type == "cpu":
         log({"kind": "note", "text": "--amp on CPU: bfloat16 autocast, which runs far slower than float32 on most CPUs"})
     state = restore(blob, model, optimizer, scaler) if blob is not None else TrainState()
     net = DistributedDataParallel(model, broadcast_buffers=False) if d.world > 1 else model
-
     metrics = MetricsLog(workdir / "metrics.jsonl", enabled=d.main, keep=state.log_records if blob else 0)
     if d.main:
         with atomic_path(workdir / "preset.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(_lists(preset.to_dict()), sort_keys=False))
-    shards = d.world * opts.micro_batches
     lr0 = base_lr(cfg, global_batch(preset, d.world))
     log({"kind": "start", "preset": preset.name, "arch": preset.model.arch, "instances": len(dataset),
          "world": d.world, "device": str(d.device), "global_batch": global_batch(preset, d.world), "lr": lr0,
          "epoch": state.epoch, "step": state.step, "resumed": blob is not None})  # fmt: skip
-
     stats = RunningStats(model, opts.micro_batches, d.world)
+    return Run(preset, opts, d, dataset, info, model, net, optimizer, scaler, state, stats, metrics, lr0, settings)
 
-    def save(name: str) -> None:
-        stats.sync()
-        if d.main:
-            state.log_records = metrics.count
-            save_checkpoint(workdir, name, model, info, optimizer, scaler, state, preset.to_dict(), run)
 
+def train_step(r: Run, parts: list[dict], lr: float) -> float:
+    """One optimiser step over this rank's micro-batches -> the loss, averaged over micro-batches and ranks."""
+    for group in r.optimizer.param_groups:
+        group["lr"] = lr
+    loss_sum, device = torch.zeros((), device=r.d.device), r.d.device
+    for c, part in enumerate(parts):
+        r.stats.use(c)
+        reduce_now = r.d.world == 1 or c == len(parts) - 1  # DDP all-reduces gradients on the last backward only
+        with contextlib.nullcontext() if reduce_now else r.net.no_sync():
+            x = normalise(part["image"].to(device, non_blocking=True), r.info.mean, r.info.std)
+            if r.opts.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(r.opts.amp, device):
+                pred = r.net(x)
+            loss = keypoint_mse(pred.float(), part["heatmaps"].to(device), part["weights"].to(device)) / len(parts)
+            (r.scaler.scale(loss) if r.scaler else loss).backward()
+        r.stats.keep(c)
+        loss_sum += loss.detach()
+    if r.scaler:
+        r.scaler.step(r.optimizer)
+        r.scaler.update()
+    else:
+        r.optimizer.step()
+    r.optimizer.zero_grad(set_to_none=True)
+    if r.d.world > 1:
+        dist.all_reduce(loss_sum)
+        loss_sum /= r.d.world
+    return loss_sum.item()
+
+
+def epoch_loader(r: Run, epoch: int) -> tuple[int, torch.utils.data.DataLoader]:
+    """(steps in the epoch, loader of this rank's micro-batches from the current step on)."""
+    world, micro = r.d.world, r.opts.micro_batches
+    shards = world * micro
+    batches = epoch_batches(len(r.dataset), r.preset.train.seed, epoch, global_batch(r.preset, world), shards)
+    mine = range(r.d.rank * micro, (r.d.rank + 1) * micro)  # shard j = what rank j of `shards` ranks would get
+    chunks = [batch[j::shards] for batch in batches[r.state.step :] for j in mine]
+    r.dataset.set_epoch(epoch)  # before the iterator: workers copy the dataset then
+    loader = torch.utils.data.DataLoader(r.dataset, batch_sampler=chunks, num_workers=r.preset.train.workers,
+                                         worker_init_fn=worker_init, pin_memory=r.d.device.type == "cuda")  # fmt: skip
+    return len(batches), loader
+
+
+def train(preset_name: str | None, overrides: list[str], opts: RunOptions, log: Event = lambda e: None) -> TrainResult:
+    """Train a preset; writes the run folder (see the CLI's help); -> the final state."""
+    log = log if int(os.environ.get("RANK", "0")) == 0 else (lambda e: None)  # only rank 0 reports
+    r = setup(preset_name, overrides, opts, log)
+    state, cfg, micro = r.state, r.preset.train, opts.micro_batches
     while state.epoch < cfg.epochs:
         epoch = state.epoch
-        batches = epoch_batches(len(dataset), cfg.seed, epoch, global_batch(preset, d.world), shards)
-        chunks = [b[j::shards] for b in batches[state.step :] for j in range(d.rank * opts.micro_batches, (d.rank + 1) * opts.micro_batches)]
-        dataset.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=chunks, num_workers=cfg.workers, worker_init_fn=worker_init,
-                                             pin_memory=d.device.type == "cuda")  # fmt: skip
-        log({"kind": "epoch", "epoch": epoch, "epochs": cfg.epochs, "steps": len(batches), "step": state.step})
+        steps, loader = epoch_loader(r, epoch)
+        log({"kind": "epoch", "epoch": epoch, "epochs": cfg.epochs, "steps": steps, "step": state.step})
         it, tick = iter(loader), time.perf_counter()
-        for step in range(state.step, len(batches)):
-            parts = [next(it) for _ in range(opts.micro_batches)]
+        for step in range(state.step, steps):
+            parts = [next(it) for _ in range(micro)]
             data_time = time.perf_counter() - tick
-            lr = lr_at(state.iteration, epoch, cfg, lr0)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum = torch.zeros((), device=d.device)
-            for c, part in enumerate(parts):
-                last_part = c == len(parts) - 1
-                stats.use(c)
-                with net.no_sync() if d.world > 1 and not last_part else contextlib.nullcontext():
-                    x = normalise(part["image"].to(d.device, non_blocking=True), info.mean, info.std)
-                    if opts.channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    with _autocast(opts.amp, d.device):
-                        pred = net(x)
-                    loss = keypoint_mse(pred.float(), part["heatmaps"].to(d.device), part["weights"].to(d.device)) / len(parts)
-                    (scaler.scale(loss) if scaler else loss).backward()
-                stats.keep(c)
-                loss_sum += loss.detach()
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if d.world > 1:
-                dist.all_reduce(loss_sum)
-                loss_sum /= d.world
+            lr = lr_at(state.iteration, epoch, cfg, r.lr0)
+            loss = train_step(r, parts, lr)
             state.step, state.iteration = step + 1, state.iteration + 1
-            metrics.write({"kind": "train", "epoch": epoch, "step": step, "iteration": state.iteration,
-                           "loss": loss_sum.item(), "lr": lr, "data_time": round(data_time, 4),
-                           "time": round(time.perf_counter() - tick, 4)}, log)  # fmt: skip
+            r.metrics.write({"kind": "train", "epoch": epoch, "step": step, "iteration": state.iteration, "loss": loss,
+                             "lr": lr, "data_time": round(data_time, 4), "time": round(time.perf_counter() - tick, 4)}, log)  # fmt: skip
             if opts.checkpoint_iters and state.iteration % opts.checkpoint_iters == 0:
-                metrics.write({"kind": "checkpoint", "name": "last", "epoch": epoch, "step": state.step,
-                               "iteration": state.iteration}, log)  # fmt: skip
-                save("last")
+                r.metrics.write({"kind": "checkpoint", "name": "last", "epoch": epoch, "step": state.step,
+                                 "iteration": state.iteration}, log)  # fmt: skip
+                r.save("last")
             tick = time.perf_counter()
-        end_epoch(state, epoch, model, info, preset, opts, d, stats, metrics, save, log)
-    log({"kind": "done", "workdir": str(workdir), "best_ap": state.best_ap, "best_epoch": state.best_epoch})
-    return TrainResult(workdir, state, metrics.last_val)
+        end_epoch(r, epoch, log)
+    log({"kind": "done", "workdir": str(opts.workdir), "best_ap": state.best_ap, "best_epoch": state.best_epoch})
+    return TrainResult(Path(opts.workdir), state, r.metrics.last_val)
 
 
-def end_epoch(state: TrainState, epoch: int, model, info, preset: Preset, opts: RunOptions, d: Dist, stats: RunningStats,
-              metrics: MetricsLog, save: Callable[[str], None], log: Event) -> None:  # fmt: skip
+def end_epoch(r: Run, epoch: int, log: Event) -> None:
     """BN statistics synced, validation when due, then best / last checkpoints."""
-    cfg, last_epoch = preset.train, epoch + 1 == preset.train.epochs
-    stats.sync()
+    state, cfg, last_epoch = r.state, r.preset.train, epoch + 1 == r.preset.train.epochs
+    r.stats.sync()
     state.epoch, state.step = epoch + 1, 0
-    if (epoch + 1) % preset.data.val.interval == 0 or last_epoch:
+    if (epoch + 1) % r.preset.data.val.interval == 0 or last_epoch:
         log({"kind": "validating", "epoch": epoch})
-        result = validate(model, info, preset, opts, d)
+        result = validate(r.model, r.info, r.preset, r.opts, r.d)
         improved = result["AP"] > state.best_ap
         if improved:
             state.best_ap, state.best_epoch = result["AP"], epoch
-        metrics.write(dict(kind="val", epoch=epoch, iteration=state.iteration, best=improved, **result), log)
+        r.metrics.write(dict(kind="val", epoch=epoch, iteration=state.iteration, best=improved, **result), log)
         if improved:
-            save("best")
-        metrics.draw()
-    if (epoch + 1) % cfg.checkpoint_interval == 0 or last_epoch or opts.checkpoint_iters:
-        metrics.write({"kind": "checkpoint", "name": "last", "epoch": epoch, "step": 0, "iteration": state.iteration}, log)
-        save("last")
+            r.save("best")
+        r.metrics.draw()
+    if (epoch + 1) % cfg.checkpoint_interval == 0 or last_epoch or r.opts.checkpoint_iters:
+        r.metrics.write({"kind": "checkpoint", "name": "last", "epoch": epoch, "step": 0, "iteration": state.iteration}, log)
+        r.save("last")
