@@ -272,9 +272,10 @@ def setup(preset_name: str | None, overrides: list[str], opts: RunOptions, log: 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if opts.amp and d.device.type == "cuda" else None
     if opts.amp and d.device.type == "cpu":
-        log({"kind": "note", "text": "--amp on CPU: bfloat16 autocast, which runs far slower than float32 on most CPUs"})
+        log({"kind": "note", "text": "--amp on CPU: bfloat16 autocast; without bf16 hardware it can be slower than float32 (measure first)"})
     state = restore(blob, model, optimizer, scaler) if blob is not None else TrainState()
-    net = DistributedDataParallel(model, broadcast_buffers=False) if d.world > 1 else model
+    # Each rank keeps its own BN statistics between syncs (RunningStats), as MMPose's DDP wrapper does.
+    net = DistributedDataParallel(model, forward_sync_buffers=False) if d.world > 1 else model
     metrics = MetricsLog(workdir / "metrics.jsonl", enabled=d.main, keep=state.log_records if blob else 0)
     if d.main:
         with atomic_path(workdir / "preset.yaml") as tmp:
