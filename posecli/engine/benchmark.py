@@ -217,6 +217,9 @@ def make_predictor(net: nn.Module, info: ModelInfo, setting: Setting, device: to
     if setting.dtype != "fp32":
         net = _Cast(net, DTYPES[setting.dtype])
     if setting.compile:
+        import torch._inductor.config as inductor
+
+        inductor.freezing = True  # weights as constants: conv+BN+ReLU fused, prepacked (inference only)
         net = torch.compile(net)
     return Predictor.from_model(net, info, flip=setting.flip, device=str(device), channels_last=setting.channels_last,
                                 fuse_bn=False)  # folded above, before any cast or compile
