@@ -42,7 +42,8 @@ def _panel(xs: np.ndarray, ys: np.ndarray, title: str, xlabel: str, colour, poin
         py, px = to_px(np.array(x0), np.array(y))[1], to_px(np.array(x), np.array(y0))[0]
         cv2.line(img, (left, int(py)), (left + pw, int(py)), GRID, 1)
         cv2.putText(img, f"{y:.3g}", (2, int(py) + 4), FONT, 0.35, INK, 1, cv2.LINE_AA)
-        cv2.putText(img, f"{x:.0f}", (int(px) - 10, top + ph + 14), FONT, 0.35, INK, 1, cv2.LINE_AA)
+        if x1 - x0 >= 8 or abs(x - round(x)) < 1e-6:  # a short range: label whole numbers only, where they are
+            cv2.putText(img, f"{x:.0f}", (int(px) - 10, top + ph + 14), FONT, 0.35, INK, 1, cv2.LINE_AA)
     cv2.rectangle(img, (left, top), (left + pw, top + ph), INK, 1)
     pts = to_px(xs.astype(np.float64), ys.astype(np.float64))
     cv2.polylines(img, [pts.reshape(-1, 1, 2)], False, colour, 1, cv2.LINE_AA)
