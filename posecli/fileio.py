@@ -8,6 +8,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from posecli.errors import UserError
+
 
 def _umask() -> int:
     mask = os.umask(0)  # the only portable way to read it
@@ -39,3 +41,19 @@ def write_json(path: str | os.PathLike, obj, indent: int | None = None) -> None:
     text = json.dumps(obj, indent=indent)  # one call: json.dump's many small writes are ~4x slower
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text)
+
+
+def read_json(path: str | os.PathLike, what: str, hint: str = ""):
+    """Parse a JSON file, or raise a UserError that names the file and says what it should have been.
+
+    ``what`` names the expected file ("COCO detection file"); ``hint`` says what to do if it is missing.
+    """
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such {what}" + (f"; {hint}" if hint else "")) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e}); expected a {what}") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read it ({e.strerror}); expected a {what}") from None

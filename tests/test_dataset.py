@@ -17,7 +17,7 @@ from conftest import COCO_ANN, COCO_IMAGES, SAMPLE
 from test_augment import ARRAYS, GEOMETRY, ScriptedDraws
 
 from posecli.codec import HeatmapCodec
-from posecli.data.dataset import TrainDataset, build_train_dataset, load_instances, worker_init
+from posecli.data.dataset import SAMPLE_ROOT, TrainDataset, build_train_dataset, load_instances, worker_init
 from posecli.errors import UserError
 from posecli.layouts import get_layout
 from posecli.presets import AugmentCfg, Source, load_preset
@@ -144,7 +144,8 @@ def test_sources_are_concatenated_in_order_with_their_own_images(merged):
     assert len(merged.image_paths) == 4 + 3
     aic_files = {img["id"]: img["file_name"] for img in AIC_JSON["images"]}
     for row, ann in zip(range(12, 21), AIC_JSON["annotations"]):
-        assert merged.image_path(row) == str(SAMPLE / "aic" / aic_files[ann["image_id"]])
+        # --sample reads the package's own copy (site-packages after a non-editable install)
+        assert merged.image_path(row) == str(SAMPLE_ROOT / "aic" / aic_files[ann["image_id"]])
 
 
 @pytest.mark.parametrize("index", range(len(GEOMETRY["train_pipeline"]["cases"])))
@@ -205,7 +206,7 @@ def test_dataloader_workers_give_the_same_items():
 
 def test_missing_annotation_file_names_it(tmp_path):
     (tmp_path / "coco").mkdir()
-    with pytest.raises(UserError, match=re.escape(f"annotation file {tmp_path / 'coco' / 'test_coco.json'} does not exist")):
+    with pytest.raises(UserError, match=re.escape(f"{tmp_path / 'coco' / 'test_coco.json'}: no such annotation file of training source 'coco'")):
         load_instances([COCO_SOURCE], tmp_path, get_layout("coco"))
 
 

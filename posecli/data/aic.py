@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from posecli.errors import UserError
-from posecli.fileio import atomic_path
+from posecli.fileio import atomic_path, read_json
 from posecli.layouts import get_layout
 
 AIC = get_layout("aic")
@@ -51,11 +51,7 @@ class ConversionSummary:
 
 def load_raw(path: str | os.PathLike) -> list:
     """Read AIC's raw annotation file: a JSON list of image entries."""
-    try:
-        with open(path, "rb") as f:
-            raw = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e}); pass AIC's raw keypoint_annotations_*.json file") from None
+    raw = read_json(path, "AIC raw annotation file (keypoint_annotations_*.json)")
     if not isinstance(raw, list):
         hint = " It looks like a COCO file already: use `posecli convert remap`." if isinstance(raw, dict) and "annotations" in raw else ""
         raise UserError(f"{path}: the top level is a JSON {type(raw).__name__}, expected a list with one entry per image, as in AIC's raw release.{hint}")

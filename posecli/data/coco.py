@@ -7,13 +7,13 @@ detections keep only the person category, cast xywh to float32, then x2 = x + w.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from posecli.errors import UserError
+from posecli.fileio import read_json
 from posecli.geometry import clip_xyxy, xywh_to_xyxy
 from posecli.layouts import Layout, layout_from_names
 
@@ -44,20 +44,11 @@ class Boxes:
         return len(self.ids)
 
 
-def _load_json(path: Path, what: str):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such {what} file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: cannot read it as JSON ({e}); give a COCO-format {what} file") from None
-
 
 def read_coco(path: str | Path) -> CocoFile:
     """Read and check a COCO keypoint annotation file; its layout comes from the person category."""
     path = Path(path)
-    data = _load_json(path, "annotation")
+    data = read_json(path, "COCO-format annotation file")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
         raise UserError(f"{path}: not a COCO annotation file (needs lists 'images', 'annotations' and 'categories')")
     person = next((c for c in data["categories"] if isinstance(c, dict) and c.get("id") == PERSON), None)
@@ -127,7 +118,7 @@ def gt_boxes(coco: CocoFile) -> Boxes:
 def read_detections(path: str | Path, coco: CocoFile, min_score: float | None = None) -> Boxes:
     """Person boxes from a COCO detection-results file: ``[{image_id, category_id, bbox: xywh, score}, ...]``."""
     path = Path(path)
-    dets = _load_json(path, "detection")
+    dets = read_json(path, "COCO-format detection file")
     if not isinstance(dets, list):
         raise UserError(f"{path}: a detection file is a JSON list of {{image_id, category_id, bbox, score}}, "
                         f"this one is a {type(dets).__name__}")  # fmt: skip

@@ -14,7 +14,6 @@ DataLoader workers share it without copy-on-write growth.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from posecli.augment import Draws, Sample, affine_crop, augment, from_box
 from posecli.codec import HeatmapCodec
 from posecli.data.remap import keypoint_names
 from posecli.errors import UserError
+from posecli.fileio import read_json
 from posecli.layouts import Layout, get_layout, make_mapping
 from posecli.presets import AugmentCfg, DataCfg, Preset, Source, ValCfg
 
@@ -66,13 +66,8 @@ class Instances:
 
 
 def _read_json(path: Path, source: str) -> dict:
-    try:
-        with open(path, "rb") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"training source {source!r}: annotation file {path} does not exist; check --data-root and the preset's data.train ann") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"training source {source!r}: cannot read {path} as JSON ({e})") from None
+    data = read_json(path, f"annotation file of training source {source!r}",
+                     hint="check --data-root and the preset's data.train ann")  # fmt: skip
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
         raise UserError(f"training source {source!r}: {path} is not a COCO annotation file (needs lists images, annotations, categories)")
     return data

@@ -16,7 +16,7 @@ import numpy as np
 
 from posecli.data.aic import are_numbers, gc_paused
 from posecli.errors import UserError
-from posecli.fileio import atomic_path
+from posecli.fileio import atomic_path, read_json
 from posecli.layouts import LAYOUTS, Layout, get_layout, layout_from_names, make_mapping
 
 COCO_VISIBILITIES = frozenset((0, 1, 2))
@@ -48,11 +48,7 @@ def layout_by_name(name: str, what: str) -> Layout:
 
 def load_coco(path: str | os.PathLike) -> dict:
     """Read a COCO keypoint file and check the parts remapping relies on."""
-    try:
-        with open(path, "rb") as f:
-            coco = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e}); pass a COCO keypoint annotation file") from None
+    coco = read_json(path, "COCO keypoint annotation file")
     if not isinstance(coco, dict):
         hint = " It looks like AIC's raw release: run `posecli convert aic` first." if isinstance(coco, list) else ""
         raise UserError(f"{path}: the top level is a JSON {type(coco).__name__}, expected a COCO object with images, annotations and categories.{hint}")

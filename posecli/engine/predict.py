@@ -24,7 +24,7 @@ from posecli.draw import draw_people
 from posecli.engine.detect import make_detector
 from posecli.engine.inference import Predictor
 from posecli.errors import UserError
-from posecli.fileio import atomic_path, write_json
+from posecli.fileio import atomic_path, read_json, write_json
 from posecli.geometry import xywh_to_xyxy
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm", ".pnm"}
@@ -84,7 +84,7 @@ def read_det_file(det_path: Path, images: list[Path], ann_path: Path | None = No
     file name's numeric stem (000000000785.jpg -> 785). Person boxes only (category_id 1), cast as
     MMPose casts detector boxes; no box for any given image means the file is for other images.
     """
-    records = _read_json(det_path, "detection file")
+    records = read_json(det_path, "COCO detection file")
     if not isinstance(records, list):
         raise UserError(f"{det_path}: a COCO detection file is a JSON list of {{image_id, bbox, score, category_id}}")
     ids = _image_ids(images, ann_path)
@@ -110,21 +110,13 @@ def read_det_file(det_path: Path, images: list[Path], ann_path: Path | None = No
 def _image_ids(images: list[Path], ann_path: Path | None) -> dict[Path, int]:
     if ann_path is None:
         return {p: int(p.stem) for p in images if p.stem.isdigit()}
-    ann = _read_json(ann_path, "annotation file")
+    ann = read_json(ann_path, "COCO annotation file")
     if not isinstance(ann, dict) or not isinstance(ann.get("images"), list):
         raise UserError(f"{ann_path}: a COCO annotation file has an 'images' list of {{id, file_name}}")
     by_name = {Path(im["file_name"]).name: im["id"] for im in ann["images"] if "file_name" in im and "id" in im}
     return {p: by_name[p.name] for p in images if p.name in by_name}
 
 
-def _read_json(path: Path, what: str):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such {what}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not a JSON {what} ({e})") from None
 
 
 @dataclass
