@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+
+import numpy as np
 import pytest
 import torch
 
-from conftest import REF
+from conftest import CKPT17, REF
+from posecli.engine.inference import Predictor
+from posecli.models.fuse import count_batchnorms
 from posecli.models.hrnet import ARCHS, build_model
+from posecli.weights import load_model
 
 
 def _reference_keys(name: str) -> dict[str, tuple[int, ...]]:
@@ -43,3 +49,15 @@ def test_every_arch_builds_and_maps_input_to_quarter_resolution(arch):
 def test_unknown_arch_is_an_error():
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model("resnet-50", 17)
+
+
+def test_default_predictor_folds_bn_in_a_copy_and_gives_the_same_heatmaps():
+    net, info = load_model(CKPT17)
+    before = copy.deepcopy(net.state_dict())
+    fused = Predictor.from_model(net, info)  # the default: channels-last, BatchNorm folded
+    plain = Predictor.from_model(copy.deepcopy(net), info, channels_last=False, fuse_bn=False)
+    assert count_batchnorms(fused.model.net) == 0 and count_batchnorms(net) > 0
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the caller's model is untouched
+    crops = np.random.default_rng(0).integers(0, 256, (3, 256, 192, 3), dtype=np.uint8)
+    a, b = fused.heatmaps(crops), plain.heatmaps(crops)
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
