@@ -63,7 +63,7 @@ def load_state(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no training state to resume from; start a new run without --resume "
-                        "(or give --resume the .state.pt file of the run)")  # fmt: skip
+                        "(or give --resume-from the .state.pt file of the run)")  # fmt: skip
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
