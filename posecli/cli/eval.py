@@ -79,10 +79,12 @@ def evaluate(
     flip = test.flip if flip is None else flip
     predictor = Predictor.from_weights(weights, flip=flip, dark=decode == "dark", device=_device(device),
                                        keep=test.output_keypoints)  # fmt: skip
-    console.print(f"[bold]eval[/] {weights} on {ann_file} with {boxes_file or 'ground-truth boxes'}: "
-                  f"flip {'on' if flip else 'off'}, {decode} decode, {nms} NMS, {predictor.device}", highlight=False)  # fmt: skip
+    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
+    if main:
+        console.print(f"[bold]eval[/] {weights} on {ann_file} with {boxes_file or 'ground-truth boxes'}: "
+                      f"flip {'on' if flip else 'off'}, {decode} decode, {nms} NMS, {predictor.device}", highlight=False)  # fmt: skip
     with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), CropRate(), TimeRemainingColumn(),
-                  console=console, transient=True) as bar:  # fmt: skip
+                  console=console, transient=True, disable=not main) as bar:  # fmt: skip
         task = bar.add_task("crops", total=None)
         result = run_evaluation(
             predictor, ann_file, images_dir, boxes_file, batch_size=batch_size or test.batch_size, workers=workers,
@@ -90,9 +92,11 @@ def evaluate(
             keypoint_score_thr=test.keypoint_score_thr, min_box_score=min_box_score,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )  # fmt: skip
+    if not main:
+        return
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    if result.metrics:  # rank 0
+    if result.metrics:
         _print(result, published)
         if out_dir:
             console.print(f"wrote {out_dir / 'results.keypoints.json'} and {out_dir / 'metrics.json'}", highlight=False)
