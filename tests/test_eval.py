@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -252,3 +256,19 @@ def test_unreadable_image_is_a_user_error(tmp_path, predictors):
     (images / "000000196141.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(UserError, match="000000196141.jpg: cannot be read"):
         evaluate(predictors["coco17"], COCO_ANN, images, workers=1)
+
+
+def test_torchrun_two_processes_give_mmposes_metrics(tmp_path):
+    """Images sharded over 2 gloo ranks, keypoints gathered on rank 0: the same ten numbers as MMPose."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+           "-m", "posecli", "eval", str(CKPT17), "--ann", str(COCO_ANN), "--images", str(COCO_IMAGES),
+           "--boxes", str(COCO_DET), "--workers", "0", "--out", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    expected = list(json.loads((REF / "eval" / "coco17" / "metrics_det_flip.json").read_text()).values())
+    np.testing.assert_allclose([metrics[n] for n in METRIC_NAMES], expected, atol=1e-3)
+    assert done.stdout.count("COCO keypoint AP") == 1  # only rank 0 reports
