@@ -20,6 +20,12 @@ def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
     return b
 
 
+def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
+    """(N, 4) xyxy -> xywh in the input's dtype (results files write float32 boxes, as MMPose)."""
+    b = np.asarray(boxes).reshape(-1, 4)
+    return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
+
+
 def clip_xyxy(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     """Clip ground-truth boxes to [0, W-1] x [0, H-1], as MMPose's COCO loader does."""
     b = boxes.copy()

@@ -15,7 +15,7 @@ from conftest import CKPT17, COCO_DET, COCO_IMAGES, DATA, REF
 from posecli.cli import app
 from posecli.engine.detect import HogDetector, OnnxYoloxDetector, decode_yolox, letterbox, onnx_input_size, yolox_grid
 from posecli.engine.inference import Predictor
-from posecli.engine.predict import BoxFinder, Inputs, instance_scores, output_names, read_det_file
+from posecli.engine.predict import BoxFinder, Boxes, Inputs, output_names, person_records, read_det_file
 from posecli.errors import UserError
 from posecli.geometry import xywh_to_xyxy
 
@@ -82,8 +82,12 @@ def test_boxes_and_instance_scores_match_mmpose_results(coco_run):
 
 
 def test_instance_score_is_box_score_times_mean_of_confident_keypoints():
-    scores = np.array([[0.1, 0.2, 0.3, 0.5], [0.1, 0.2, 0.0, 0.2]], np.float32)
-    np.testing.assert_allclose(instance_scores(np.array([0.5, 0.9]), scores), [0.5 * 0.4, 0.0], rtol=1e-6)
+    # eval's bbox_keypoint rescoring (keypoint scores above 0.2), through predict's own records
+    scores = np.array([[0.1, 0.15, 0.3, 0.5], [0.1, 0.15, 0.0, 0.2]], np.float32)
+    boxes = Boxes(np.float32([[0, 0, 10, 20], [5, 5, 8, 9]]), np.float32([0.5, 0.9]), "test")
+    records = person_records(boxes, np.zeros((2, 4, 2), np.float32), scores)
+    np.testing.assert_allclose([r["score"] for r in records], [0.5 * 0.4, 0.9 * 0.2], rtol=1e-6)
+    assert [r["box"] for r in records] == [[0, 0, 10, 20], [5, 5, 3, 4]]  # xywh
 
 
 def test_video_gives_drawn_mp4_with_same_frames_and_fps(tmp_path):

@@ -16,6 +16,8 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from posecli.geometry import xyxy_to_xywh
+
 METRIC_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")  # COCOeval.stats order
 NMS_MODES = ("oks", "soft_oks", "none")
 
@@ -105,7 +107,7 @@ def coco_results(image_ids, kpts, kpt_scores, scores, xyxy, category_id: int = 1
     """COCO keypoint results: keypoints [x, y, score] * K, instance score, bbox xywh from the float32 xyxy box."""
     triples = np.concatenate([kpts, kpt_scores[..., None]], axis=-1).reshape(len(kpts), -1)
     xyxy = np.asarray(xyxy, np.float32)
-    xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)  # float32, as MMPose
+    xywh = xyxy_to_xywh(xyxy)  # float32, as MMPose
     return [
         {"image_id": int(i), "category_id": category_id, "keypoints": t.tolist(), "score": float(s), "bbox": b.tolist()}
         for i, t, s, b in zip(image_ids, triples, scores, xywh)

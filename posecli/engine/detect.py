@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from posecli.errors import UserError
+from posecli.geometry import xyxy_to_xywh
 
 NMS_IOU = 0.45  # YOLOX's usual test-time IoU threshold
 YOLOX_STRIDES = (8, 16, 32)
@@ -24,8 +25,7 @@ def nms(xyxy: np.ndarray, scores: np.ndarray, min_score: float, iou: float = NMS
     """Indices of the boxes (N, 4) that survive a score threshold and greedy IoU suppression, best first."""
     if len(xyxy) == 0:
         return np.zeros(0, np.int64)
-    xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], 1)
-    keep = cv2.dnn.NMSBoxes(xywh.tolist(), scores.astype(float).tolist(), min_score, iou)
+    keep = cv2.dnn.NMSBoxes(xyxy_to_xywh(xyxy).tolist(), scores.astype(float).tolist(), min_score, iou)
     return np.asarray(keep, np.int64).reshape(-1)
 
 

@@ -21,15 +21,15 @@ import cv2
 import numpy as np
 
 from posecli.draw import draw_people
+from posecli.engine.cocometric import rescore
 from posecli.engine.detect import make_detector
 from posecli.engine.inference import Predictor
 from posecli.errors import UserError
 from posecli.fileio import atomic_path, read_json, write_json
-from posecli.geometry import xywh_to_xyxy
+from posecli.geometry import xywh_to_xyxy, xyxy_to_xywh
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm", ".pnm"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"}
-KEYPOINT_SCORE_FOR_RESCORING = 0.2  # MMPose's CocoMetric keypoint_score_thr
 
 
 @dataclass
@@ -148,18 +148,11 @@ class BoxFinder:
         return f"{self.detector.name}; the whole image where it finds nobody"
 
 
-def instance_scores(box_scores: np.ndarray, keypoint_scores: np.ndarray, threshold: float = KEYPOINT_SCORE_FOR_RESCORING) -> np.ndarray:
-    """MMPose's bbox_keypoint rescoring: box score x mean of the keypoint scores above ``threshold`` (0 if none)."""
-    good = keypoint_scores > threshold
-    mean = np.where(good.any(1), (keypoint_scores * good).sum(1) / np.maximum(good.sum(1), 1), 0.0)
-    return box_scores * mean
-
-
 def person_records(boxes: Boxes, keypoints: np.ndarray, scores: np.ndarray) -> list[dict]:
     """Boxes and their keypoints (N, K, 2), scores (N, K) -> JSON-ready records."""
-    xywh = np.concatenate([boxes.xyxy[:, :2], boxes.xyxy[:, 2:] - boxes.xyxy[:, :2]], 1)
+    xywh = xyxy_to_xywh(boxes.xyxy)
     flat = np.concatenate([keypoints, scores[..., None]], -1).reshape(len(keypoints), -1)
-    inst = instance_scores(boxes.scores, scores)
+    inst = rescore(boxes.scores, scores)  # eval's bbox_keypoint score (MMPose's threshold 0.2)
     return [{"box": [float(v) for v in xywh[i]], "box_score": float(boxes.scores[i]),
              "keypoints": [float(v) for v in flat[i]], "score": float(inst[i])}
             for i in range(len(keypoints))]  # fmt: skip
