@@ -18,16 +18,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
+from posecli import sample
 from posecli.engine.benchmark import CpuUse, MatmulProbe, machine_info, peak_memory_mb, random_model
 from posecli.engine.evaluate import evaluate
 from posecli.engine.flops import count_macs
 from posecli.engine.inference import Predictor
 
-SAMPLE = Path(__file__).resolve().parent.parent / "posecli" / "sample" / "coco"
 MMPOSE_PERSONS_PER_S = {True: 3.1, False: 6.6}  # inference_topdown on this machine (issue 4), flip / no flip
 
 
@@ -48,7 +47,7 @@ def main() -> None:
     cpu_use = CpuUse()
 
     def run():
-        return evaluate(predictor, SAMPLE / "test_coco.json", SAMPLE, SAMPLE / "test_coco_det_AP_H_56.json",
+        return evaluate(predictor, sample.COCO_ANN, sample.COCO_IMAGES, sample.COCO_DET,
                         batch_size=args.batch_size, workers=args.workers)  # fmt: skip
 
     print(f"{args.arch}: {macs / 1e9:.2f} G multiply-adds per crop, flip={args.flip}, batch {args.batch_size}, "

@@ -143,10 +143,16 @@ def get_layout(name: str) -> Layout:
         raise ValueError(f"unknown keypoint layout {name!r}; known: {', '.join(LAYOUTS)}") from None
 
 
+def keypoint_names(names: list) -> tuple[str, ...]:
+    """Category keypoint names in layout spelling: MMPose's aic_train.json says "Right Shoulder", "Head top"."""
+    return tuple(str(n).strip().lower().replace(" ", "_") for n in names)
+
+
 def layout_from_names(names: list[str] | tuple[str, ...]) -> Layout:
-    """Recognise a layout from a COCO category's keypoint names."""
+    """Recognise a layout from a COCO category's keypoint names (in any spelling ``keypoint_names`` accepts)."""
+    names = keypoint_names(names)
     for layout in LAYOUTS.values():
-        if tuple(names) == layout.keypoints:
+        if names == layout.keypoints:
             return layout
     raise ValueError(f"keypoint names {list(names)[:4]}... ({len(names)}) match no known layout ({', '.join(LAYOUTS)})")
 

@@ -20,6 +20,7 @@ import pytest
 from conftest import CKPT17, CKPT19, COCO_ANN, COCO_DET, COCO_IMAGES, REF
 from typer.testing import CliRunner
 
+from posecli import sample
 from posecli.cli import app
 from posecli.data.coco import gt_boxes, read_coco, read_detections
 from posecli.engine.cocometric import (METRIC_NAMES, coco_keypoint_eval, coco_results, oks_nms, rescore,
@@ -272,3 +273,13 @@ def test_torchrun_two_processes_give_mmposes_metrics(tmp_path):
     expected = list(json.loads((REF / "eval" / "coco17" / "metrics_det_flip.json").read_text()).values())
     np.testing.assert_allclose([metrics[n] for n in METRIC_NAMES], expected, atol=1e-3)
     assert done.stdout.count("COCO keypoint AP") == 1  # only rank 0 reports
+
+
+def test_annotation_layout_from_mmposes_aic_spelling_and_unknown_names_are_a_user_error(tmp_path):
+    assert read_coco(sample.AIC_ANN).layout.name == "aic"  # its categories say "Right Shoulder", "Head top"
+    data = json.loads(COCO_ANN.read_text())
+    data["categories"][0]["keypoints"] = ["a", "b", "c"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(UserError, match="not a known layout"):
+        read_coco(bad)

@@ -17,9 +17,8 @@ from posecli.engine.evaluate import EvalResult
 from posecli.engine.evaluate import evaluate as run_evaluation
 from posecli.engine.inference import Predictor
 from posecli.errors import UserError
+from posecli import sample as bundled
 from posecli.presets import TestCfg, load_preset
-
-SAMPLE = Path(__file__).resolve().parent.parent / "sample" / "coco"
 
 
 class CropRate(ProgressColumn):
@@ -27,7 +26,7 @@ class CropRate(ProgressColumn):
         return Text(f"{task.speed or 0:.1f} crops/s", style="cyan")
 
 
-def _data(preset, data_root, ann, images, boxes, sample):
+def _data(preset, data_root, ann, images, boxes, use_sample):
     """(ann, images, boxes, test settings, published numbers) from --preset/--data-root, --ann/--images or --sample."""
     if preset:
         if data_root is None:
@@ -36,8 +35,8 @@ def _data(preset, data_root, ann, images, boxes, sample):
         val = p.data.val
         det = boxes or (data_root / val.boxes if val.boxes else None)
         return ann or data_root / val.ann, images or data_root / val.images, det, p.test, p.published
-    if sample:
-        return SAMPLE / "test_coco.json", SAMPLE, boxes or SAMPLE / "test_coco_det_AP_H_56.json", TestCfg(), {}
+    if use_sample:
+        return bundled.COCO_ANN, bundled.COCO_IMAGES, boxes or bundled.COCO_DET, TestCfg(), {}
     if ann is None or images is None:
         raise UserError("say what to evaluate on: --ann ANN.json --images DIR, or --preset NAME --data-root DIR, or --sample")
     return ann, images, boxes, TestCfg(), {}

@@ -12,7 +12,6 @@ The hot loop is plain lists and dicts: 378,000 persons convert in seconds.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import struct
 from collections import Counter
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from posecli.errors import UserError
-from posecli.fileio import atomic_path, read_json
+from posecli.fileio import read_json, write_json
 from posecli.layouts import get_layout
 
 AIC = get_layout("aic")
@@ -144,10 +143,7 @@ def convert_aic_file(raw_path: str | os.PathLike, out_path: str | os.PathLike, i
     """Convert a raw AIC file and write the COCO file atomically; nothing is written on error."""
     with gc_paused():
         coco, summary = convert_aic(load_raw(raw_path), str(raw_path), images_dir, skip_invalid)
-        # json.dumps, not json.dump: only the one-shot encoder is C (several times faster here).
-        text = json.dumps(coco)
-    with atomic_path(out_path) as tmp:
-        Path(tmp).write_text(text)
+        write_json(out_path, coco)
     return summary
 
 

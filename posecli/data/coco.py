@@ -54,10 +54,11 @@ def read_coco(path: str | Path) -> CocoFile:
     person = next((c for c in data["categories"] if isinstance(c, dict) and c.get("id") == PERSON), None)
     if person is None or not person.get("keypoints"):
         raise UserError(f"{path}: no category with id 1 and 'keypoints'; a COCO keypoint file has one person category")
-    layout = layout_from_names(person["keypoints"])
-    if layout is None:
+    try:
+        layout = layout_from_names(person["keypoints"])
+    except ValueError:
         raise UserError(f"{path}: the person category's keypoints {person['keypoints'][:4]}... are not a known layout "
-                        "(coco, aic or coco-aic); convert the file with `posecli convert remap`")  # fmt: skip
+                        "(coco, aic or coco-aic); convert the file with `posecli convert remap`") from None  # fmt: skip
     images = {}
     for i, img in enumerate(data["images"]):
         if not isinstance(img, dict) or not all(k in img for k in ("id", "file_name", "width", "height")):

@@ -22,15 +22,16 @@ import cv2
 import numpy as np
 import torch
 
+from posecli import sample
 from posecli.augment import Draws, Sample, affine_crop, augment, from_box
 from posecli.codec import HeatmapCodec
-from posecli.data.remap import keypoint_names
 from posecli.errors import UserError
 from posecli.fileio import read_json
-from posecli.layouts import Layout, get_layout, make_mapping
+from posecli.geometry import clip_xyxy
+from posecli.layouts import Layout, get_layout, keypoint_names, make_mapping
 from posecli.presets import AugmentCfg, DataCfg, Preset, Source, ValCfg
 
-SAMPLE_ROOT = Path(__file__).resolve().parent.parent / "sample"
+SAMPLE_ROOT = sample.ROOT
 # The bundled sample: one COCO-format file and image folder per source layout, relative to SAMPLE_ROOT.
 SAMPLE_SOURCES = {"coco": ("coco/test_coco.json", "coco"), "aic": ("aic/test_aic.json", "aic")}
 SAMPLE_DETECTIONS = "coco/test_coco_det_AP_H_56.json"
@@ -104,9 +105,8 @@ def _parse_annotation(ann: dict, img: dict, k: int, path: Path) -> tuple[str | N
     labelled = ann["num_keypoints"] if "num_keypoints" in ann else np.count_nonzero(kpts[:, :2].max(axis=1))
     if labelled == 0:
         return "no keypoints", None, None
-    width, height = img["width"] - 1, img["height"] - 1
-    # Clipped in float64, then cast: x2 is x + w clipped, not x1 + w.
-    xyxy = np.array([np.clip(x, 0, width), np.clip(y, 0, height), np.clip(x + w, 0, width), np.clip(y + h, 0, height)], dtype=np.float32)
+    # Clipped in float64, then cast: x2 is x + w clipped, not x1 + w (as eval's ground-truth boxes).
+    xyxy = clip_xyxy(np.array([[x, y, x + w, y + h]]), img["width"], img["height"])[0].astype(np.float32)
     if xyxy[2] - xyxy[0] <= 0 or xyxy[3] - xyxy[1] <= 0:
         return "empty box", None, None
     return None, xyxy, kpts

@@ -6,17 +6,15 @@ source lacks become (0, 0, 0). Visibility stays COCO's 0/1/2.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from posecli.data.aic import are_numbers, gc_paused
 from posecli.errors import UserError
-from posecli.fileio import atomic_path, read_json
+from posecli.fileio import read_json, write_json
 from posecli.layouts import LAYOUTS, Layout, get_layout, layout_from_names, make_mapping
 
 COCO_VISIBILITIES = frozenset((0, 1, 2))
@@ -32,11 +30,6 @@ class RemapSummary:
     visible: dict[str, int] = field(default_factory=dict)  # target keypoint -> persons with it visible (v == 2)
     skipped: dict[str, int] = field(default_factory=dict)  # why -> annotations dropped
     unmapped: dict[str, list[str]] = field(default_factory=dict)  # path -> source keypoints the target lacks
-
-
-def keypoint_names(names: list) -> tuple[str, ...]:
-    """Category keypoint names in layout spelling: MMPose's aic_train.json says "Right Shoulder", "Head top"."""
-    return tuple(str(n).strip().lower().replace(" ", "_") for n in names)
 
 
 def layout_by_name(name: str, what: str) -> Layout:
@@ -64,7 +57,7 @@ def source_layout(coco: dict, path: str) -> Layout:
     if len(categories) != 1:
         raise UserError(f"{path}: {len(categories)} categories with keypoint names, expected one; pass --from coco|aic|coco-aic to say the layout")
     try:
-        return layout_from_names(keypoint_names(categories[0]["keypoints"]))
+        return layout_from_names(categories[0]["keypoints"])
     except ValueError as e:
         raise UserError(f"{path}: {e}; pass --from coco|aic|coco-aic to say the layout") from None
 
@@ -163,9 +156,7 @@ def remap_files(paths: list[str | os.PathLike], out_path: str | os.PathLike, tar
             if lost:
                 summary.unmapped[str(path)] = lost
         merged = concat_datasets(parts, target_layout)
-        text = json.dumps(merged)  # one-shot C encoder; json.dump is several times slower
-    with atomic_path(out_path) as tmp:
-        Path(tmp).write_text(text)
+        write_json(out_path, merged)
 
     visibility = np.array([a["keypoints"][2::3] for a in merged["annotations"]], dtype=np.int64).reshape(-1, target_layout.num_keypoints)
     summary.images, summary.persons = len(merged["images"]), len(merged["annotations"])

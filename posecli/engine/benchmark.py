@@ -21,7 +21,6 @@ whose speed drifts (shared cores, clocks) slows them all alike.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import statistics
 import time
@@ -34,10 +33,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from posecli import sample
+from posecli.data.coco import read_coco, read_detections
 from posecli.engine.flops import count_macs
 from posecli.engine.inference import Predictor, crop_boxes, decode_to_image
 from posecli.errors import UserError
-from posecli.geometry import xywh_to_xyxy
 from posecli.layouts import LAYOUTS
 from posecli.models.fuse import fuse_conv_bn
 from posecli.models.hrnet import ARCHS, PoseHRNet, build_model
@@ -46,7 +46,6 @@ from posecli.weights import ModelInfo, load_model
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SLOW_GFLOPS = 5.0  # a dtype whose matmul runs below this is emulated: report it, skip its model runs
 SAME_OUTPUT = 1e-4  # relative heatmap difference from float32 summation order (random He-init w32: ~2e-5)
-SAMPLE = Path(__file__).resolve().parent.parent / "sample" / "coco"
 STAGES = ("decode_image", "crop_warp", "forward", "decode_heatmaps")
 
 
@@ -344,12 +343,12 @@ def bench_batch(predictors: dict[Setting, Predictor], crops: np.ndarray, batch_s
     return list(runs.values())
 
 
-def sample_images_and_boxes(folder: Path = SAMPLE) -> list[tuple[Path, np.ndarray]]:
+def sample_images_and_boxes() -> list[tuple[Path, np.ndarray]]:
     """The bundled COCO val images with their detector boxes: [(image path, (N, 4) float32 xyxy)]."""
-    images = json.loads((folder / "test_coco.json").read_text())["images"]
-    detections = json.loads((folder / "test_coco_det_AP_H_56.json").read_text())
-    return [(folder / im["file_name"], xywh_to_xyxy([d["bbox"] for d in detections if d["image_id"] == im["id"]]))
-            for im in images]  # fmt: skip
+    coco = read_coco(sample.COCO_ANN)
+    boxes = read_detections(sample.COCO_DET, coco)
+    return [(sample.COCO_IMAGES / im["file_name"], boxes.xyxy[boxes.image_ids == image_id])
+            for image_id, im in coco.images.items()]  # fmt: skip
 
 
 def bench_pipeline(predictor: Predictor, setting: Setting, samples: list[tuple[Path, np.ndarray]],
