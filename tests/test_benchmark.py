@@ -80,7 +80,7 @@ def test_fuse_conv_bn_on_the_reference_checkpoint():
 def test_json_report_fields(tmp_path):
     out = tmp_path / "bench.json"
     args = ["benchmark", "--arch", "hrnet-small", "--batch-sizes", "1", "--repeats", "1", "--warmup", "1",
-            "--flip", "--channels-last", "--fuse-bn", "--compare", "--json", str(out)]  # fmt: skip
+            "--flip", "--channels-last", "--fuse-bn", "--chunk", "8", "--compare", "--json", str(out)]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -90,7 +90,8 @@ def test_json_report_fields(tmp_path):
     assert report["model"]["arch"] == "hrnet-small" and report["model"]["weights"].startswith("random")
     assert report["model"]["macs_per_crop"] == count_macs(build_model("hrnet-small", 17))
     assert [p["dtype"] for p in report["matmul_peaks"]] == ["fp32"] and report["matmul_peaks"][0]["gflops"] > 0
-    settings = ["fp32 flip", "fp32 channels-last flip", "fp32 fuse-bn flip", "fp32 channels-last fuse-bn flip"]
+    settings = ["fp32 flip", "fp32 channels-last flip", "fp32 fuse-bn flip", "fp32 chunk8 flip",
+                "fp32 channels-last fuse-bn chunk8 flip"]  # fmt: skip
     assert [run["setting"] for run in report["model_runs"]] == settings
     for run in report["model_runs"]:
         assert run["batch_size"] == 1 and run["skipped"] is None and run["repeats"] == 1
@@ -136,13 +137,15 @@ def test_fastest_is_the_fastest_setting_that_matches_plain_fp32():
 
 
 def test_compare_runs_plain_each_option_and_all():
-    asked = Setting("fp32", channels_last=True, fuse_bn=True, flip=True)
+    asked = Setting("fp32", channels_last=True, fuse_bn=True, flip=True, chunk=8)
     assert compared_settings(asked) == [
         Setting("fp32", flip=True),
         Setting("fp32", channels_last=True, flip=True),
         Setting("fp32", fuse_bn=True, flip=True),
+        Setting("fp32", flip=True, chunk=8),
         asked,
     ]
+    assert asked.label == "fp32 channels-last fuse-bn chunk8 flip"
 
 
 @pytest.mark.parametrize(

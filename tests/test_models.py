@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
+import torch._dynamo
 
 from conftest import CKPT17, REF
 from posecli.engine.inference import Predictor
@@ -61,3 +63,27 @@ def test_default_predictor_folds_bn_in_a_copy_and_gives_the_same_heatmaps():
     crops = np.random.default_rng(0).integers(0, 256, (3, 256, 192, 3), dtype=np.uint8)
     a, b = fused.heatmaps(crops), plain.heatmaps(crops)
     assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
+
+
+def test_chunked_calls_give_the_whole_batch_heatmaps():
+    net, info = load_model(CKPT17)
+    chunked = Predictor.from_model(net, info)  # CPU default: 8 crops per network call
+    assert chunked.model.chunk == 8
+    whole = dataclasses.replace(chunked, model=dataclasses.replace(chunked.model, chunk=None))
+    crops = np.random.default_rng(1).integers(0, 256, (13, 256, 192, 3), dtype=np.uint8)  # with flip: 8+8+8+2
+    a, b = chunked.heatmaps(crops), whole.heatmaps(crops)
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
+
+
+def test_compiled_predictor_gives_eager_heatmaps_and_compiles_once():
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    net, info = load_model(CKPT17)
+    eager = Predictor.from_model(net, info)
+    compiled = eager.compile()
+    assert compiled.compiled and not eager.compiled
+    crops = np.random.default_rng(2).integers(0, 256, (13, 256, 192, 3), dtype=np.uint8)
+    for n in (13, 5, 4):  # full chunks run compiled, the shorter rest eager: no new shape reaches the compiler
+        a, b = compiled.heatmaps(crops[:n]), eager.heatmaps(crops[:n])
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1

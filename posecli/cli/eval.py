@@ -64,6 +64,7 @@ def evaluate(
     min_box_score: Annotated[Optional[float], typer.Option(help="Skip detector boxes scoring below this.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Crops per forward pass.")] = None,
     workers: Annotated[int, typer.Option(help="DataLoader workers that decode images and cut crops.")] = 2,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the network: same numbers, ~1.3x faster on CPU after a ~25 s first call (default: on CPU from 1,000 boxes with flip).")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N (default: cuda if available).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Write results.keypoints.json and metrics.json here.")] = None,
 ) -> None:
@@ -88,8 +89,9 @@ def evaluate(
         result = run_evaluation(
             predictor, ann_file, images_dir, boxes_file, batch_size=batch_size or test.batch_size, workers=workers,
             out_dir=out_dir, nms=nms, nms_thr=nms_thr if nms_thr is not None else test.nms_thr,
-            keypoint_score_thr=test.keypoint_score_thr, min_box_score=min_box_score,
+            keypoint_score_thr=test.keypoint_score_thr, min_box_score=min_box_score, compile=compile,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            log=lambda msg: main and console.print(f"[dim]{msg}[/]", highlight=False),
         )  # fmt: skip
     if not main:
         return

@@ -21,6 +21,7 @@ whose speed drifts (shared cores, clocks) slows them all alike.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import statistics
 import time
@@ -36,7 +37,7 @@ from torch import nn
 from posecli import sample
 from posecli.data.coco import read_coco, read_detections
 from posecli.engine.flops import count_macs
-from posecli.engine.inference import Predictor, crop_boxes, decode_to_image
+from posecli.engine.inference import CompileError, Predictor, crop_boxes, decode_to_image
 from posecli.errors import UserError
 from posecli.layouts import LAYOUTS
 from posecli.models.fuse import fuse_conv_bn
@@ -58,18 +59,20 @@ class Setting:
     fuse_bn: bool = False
     compile: bool = False
     flip: bool = False
+    chunk: int | None = None  # crops per network call (None: the whole batch, with flip both views)
 
     @property
     def label(self) -> str:
-        flags = {"channels-last": self.channels_last, "fuse-bn": self.fuse_bn, "compile": self.compile, "flip": self.flip}
+        flags = {"channels-last": self.channels_last, "fuse-bn": self.fuse_bn, f"chunk{self.chunk}": self.chunk,
+                 "compile": self.compile, "flip": self.flip}  # fmt: skip
         return " ".join([self.dtype] + [name for name, on in flags.items() if on])
 
 
 def compared_settings(setting: Setting) -> list[Setting]:
     """``setting``, its plain version (same dtype and flip), and each of its speed options alone."""
     plain = Setting(setting.dtype, flip=setting.flip)
-    alone = [Setting(setting.dtype, flip=setting.flip, **{k: True}) for k in ("channels_last", "fuse_bn", "compile")
-             if getattr(setting, k)]  # fmt: skip
+    options = {k: getattr(setting, k) for k in ("channels_last", "fuse_bn", "chunk", "compile") if getattr(setting, k)}
+    alone = [Setting(setting.dtype, flip=setting.flip, **{k: v}) for k, v in options.items()]
     return list(dict.fromkeys([plain, *alone, setting]))
 
 
@@ -90,7 +93,7 @@ class ModelRun:
     batch_size: int
     crops_per_s: float | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)  # p50 / p90 / p99 of one batch
-    first_call_s: float | None = None  # includes torch.compile's compilation
+    first_call_s: float | None = None  # the first warm-up call (compiling happens before, in make_predictor)
     peak_memory_mb: float | None = None
     gflops: float | None = None
     peak_gflops: float | None = None  # median of matmul samples taken between this run's timed calls
@@ -208,20 +211,22 @@ class _Cast(nn.Module):
 
 
 def make_predictor(net: nn.Module, info: ModelInfo, setting: Setting, device: torch.device) -> Predictor:
-    """The shared ``Predictor`` with ``setting`` applied to a copy of the network."""
+    """The shared ``Predictor`` with ``setting`` applied to a copy of the network (compiled here, if asked)."""
     net = fuse_conv_bn(net) if setting.fuse_bn else copy.deepcopy(net).eval()
     net = net.to(device)
     if setting.channels_last:
         net = net.to(memory_format=torch.channels_last)
     if setting.dtype != "fp32":
         net = _Cast(net, DTYPES[setting.dtype])
+    predictor = Predictor.from_model(net, info, flip=setting.flip, device=str(device), channels_last=setting.channels_last,
+                                     fuse_bn=False)  # folded above, before any cast  # fmt: skip
+    predictor = dataclasses.replace(predictor, model=dataclasses.replace(predictor.model, chunk=setting.chunk))
     if setting.compile:
-        import torch._inductor.config as inductor
-
-        inductor.freezing = True  # weights as constants: conv+BN+ReLU fused, prepacked (inference only)
-        net = torch.compile(net)
-    return Predictor.from_model(net, info, flip=setting.flip, device=str(device), channels_last=setting.channels_last,
-                                fuse_bn=False)  # folded above, before any cast or compile
+        try:
+            predictor = predictor.compile()
+        except CompileError as e:
+            raise UserError(f"{setting.label}: {e}; run without --compile") from None
+    return predictor
 
 
 def _sync(device: torch.device) -> None:
@@ -439,14 +444,19 @@ def run_benchmark(net: nn.Module, info: ModelInfo, source: str, *, settings: lis
     progress("reference heatmaps (plain fp32)")
     reference = {flip: make_predictor(net, info, Setting(flip=flip), device).heatmaps(crops[: batch_sizes[0]])
                  for flip in {s.flip for s in settings}}  # fmt: skip
-    progress("preparing " + ", ".join(s.label for s in settings))
-    predictors = {s: make_predictor(net, info, s, device) for s in settings}
+    predictors, notes = {}, [f"weights: {source}"]
+    for s in settings:
+        progress(f"preparing {s.label}" + (" (compiling)" if s.compile else ""))
+        start = time.perf_counter()
+        predictors[s] = make_predictor(net, info, s, device)
+        if s.compile:
+            notes.append(f"{s.label}: compiled in {time.perf_counter() - start:.0f} s (once; not in the timings)")
     runs = []
     for b in batch_sizes:
         progress(f"batch {b}: {len(settings)} setting(s) x {repeats} calls")
         runs += bench_batch(predictors, crops, b, macs=macs, probes=probes, peaks=peaks, warmup=warmup, repeats=repeats,
                             budget_s=budget_s, reference=reference if b == batch_sizes[0] else None)  # fmt: skip
-    notes = [f"weights: {source}"] + [f"{r.setting}, batch {r.batch_size}: skipped, {r.skipped}" for r in runs if r.skipped]
+    notes += [f"{r.setting}, batch {r.batch_size}: skipped, {r.skipped}" for r in runs if r.skipped]
     best, exact = fastest(runs)
     pipelines = []
     if pipeline and best is not None:

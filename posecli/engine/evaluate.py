@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from posecli.data.coco import Boxes, CocoFile, gt_boxes, read_coco, read_detections
 from posecli.engine.cocometric import KeypointStat, coco_keypoint_eval, coco_results, rescore, select_instances
-from posecli.engine.inference import Crops, Predictor, crop_boxes
+from posecli.engine.inference import CompileError, Crops, Predictor, compile_pays_off, crop_boxes
 from posecli.errors import UserError
 from posecli.fileio import write_json
 from posecli.geometry import box_center_scale, fix_aspect_ratio
@@ -148,26 +148,35 @@ def _one_thread(_worker_id: int) -> None:
 def evaluate(predictor: Predictor | str | Path, ann_file: str | Path, images_dir: str | Path,
              boxes_file: str | Path | None = None, *, batch_size: int = 32, workers: int = 2,
              out_dir: str | Path | None = None, nms: str = "oks", nms_thr: float = 0.9,
-             keypoint_score_thr: float = 0.2, min_box_score: float | None = None,
-             progress: Progress | None = None) -> EvalResult:  # fmt: skip
+             keypoint_score_thr: float = 0.2, min_box_score: float | None = None, compile: bool | None = None,
+             progress: Progress | None = None, log: Callable[[str], None] = lambda _: None) -> EvalResult:  # fmt: skip
     """COCO keypoint AP of a model with detector boxes (``boxes_file``) or ground-truth boxes.
 
     ``predictor`` is a built ``Predictor`` (its flip/decode settings are used) or a weights path
-    (flip test, standard decode). Writes ``results.keypoints.json`` and ``metrics.json`` to ``out_dir``.
+    (flip test, standard decode). ``compile``: torch.compile the network; None = where it pays off
+    (``compile_pays_off``). Writes ``results.keypoints.json`` and ``metrics.json`` to ``out_dir``.
     """
     if not isinstance(predictor, Predictor):
         predictor = Predictor.from_weights(predictor)
     coco = read_coco(ann_file)
     predictor = fit_layout(predictor, coco.layout)
     boxes = read_detections(boxes_file, coco, min_box_score) if boxes_file else gt_boxes(coco)
+    warnings = list(boxes.warnings)
     rank, world = _rank_world()
+    forwards = len(boxes) // world * (1 if predictor.model.flip_indices is None else 2)
+    if (compile_pays_off(predictor.device, forwards) if compile is None else compile) and not predictor.compiled:
+        log(f"compiling the network for {len(boxes)} boxes (~25 s for w32 on 2 CPU cores; --no-compile skips it)")
+        try:
+            predictor = predictor.compile()
+        except CompileError as e:
+            warnings.append(f"{e}; evaluating with the eager network (same numbers, slower)")
     index, keypoints, kpt_scores = predict_boxes(predictor, coco, Path(images_dir), boxes, batch_size, workers,
                                                  (rank, world), progress)  # fmt: skip
     if world > 1:
         parts = [None] * world if rank == 0 else None
         dist.gather_object((index, keypoints, kpt_scores), parts, dst=0)
         if rank != 0:
-            return EvalResult(_broadcast({}), [], None, len(boxes), 0, boxes.warnings)
+            return EvalResult(_broadcast({}), [], None, len(boxes), 0, warnings)
         index, keypoints, kpt_scores = (np.concatenate(a) for a in zip(*parts))
     order = np.argsort(index)  # back to box order
     keypoints, kpt_scores = keypoints[order], kpt_scores[order]
@@ -185,7 +194,7 @@ def evaluate(predictor: Predictor | str | Path, ann_file: str | Path, images_dir
         write_json(results_path, results)
         metrics, per_keypoint = coco_keypoint_eval(coco.data, results_path, coco.layout.sigmas, coco.layout.keypoints)
     result = EvalResult(_broadcast(metrics) if world > 1 else metrics, per_keypoint,
-                        results_path if out_dir else None, len(boxes), len(results), boxes.warnings)  # fmt: skip
+                        results_path if out_dir else None, len(boxes), len(results), warnings)  # fmt: skip
     if out_dir:
         write_json(Path(out_dir) / "metrics.json", _summary(result, predictor, ann_file, boxes_file, nms), indent=2)
     return result
@@ -209,5 +218,6 @@ def _summary(result: EvalResult, predictor: Predictor, ann_file, boxes_file, nms
         "flip": predictor.model.flip_indices is not None,
         "decode": "dark" if predictor.codec.dark else "standard",
         "nms": nms,
+        "compiled": predictor.compiled,
         "warnings": result.warnings,
     }

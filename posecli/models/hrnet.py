@@ -76,7 +76,8 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        out += identity  # in place: one pass less over the activations (out is this block's own tensor)
+        return self.relu(out)
 
 
 class Bottleneck(nn.Module):
@@ -98,7 +99,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        out += identity
+        return self.relu(out)
 
 
 BLOCKS = {"BASIC": BasicBlock, "BOTTLENECK": Bottleneck}
@@ -146,10 +148,13 @@ class HRModule(nn.Module):
         if len(xs) == 1:
             return xs
         fused = []
-        for i, layers in enumerate(self.fuse_layers):
-            y = 0
-            for j, layer in enumerate(layers):
-                y = y + (xs[j] if layer is None else layer(xs[j]))
+        for layers in self.fuse_layers:
+            terms = [x if layer is None else layer(x) for layer, x in zip(layers, xs)]
+            # Summed in branch order, as MMPose; the first add makes a new tensor (a term may be
+            # an input branch, shared with other outputs), the rest add into it in place.
+            y = terms[0] + terms[1]
+            for t in terms[2:]:
+                y += t
             fused.append(self.relu(y))
         return fused
 
