@@ -1,6 +1,6 @@
 """Persons/s of `posecli eval` (the whole library path) against the limit this CPU's matmul peak sets.
 
-    python benchmarks/eval_speed.py [--arch hrnet-w32] [--repeats 3] [--workers 2] [--batch-size 32] [--no-flip]
+    python benchmarks/eval_speed.py [--arch hrnet-w32] [--repeats 3] [--workers 2] [--batch-size 32] [--no-flip] [--compile]
 
 Runs ``posecli.engine.evaluate.evaluate`` on the bundled COCO sample with its 118 detector
 boxes, exactly as ``posecli eval --sample`` does (decode, crops in DataLoader workers,
@@ -11,6 +11,8 @@ model (speed does not depend on the weights). The limit is
 
 with the matmul peak sampled before and after every timed run of the same process:
 no pipeline built from these convolutions can go faster. Medians over repeats.
+``--compile`` compiles the network first (as ``posecli eval`` does from 1,000 boxes with
+flip) and reports the compile time apart from the runs.
 """
 
 from __future__ import annotations
@@ -37,20 +39,25 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network before the runs")
     args = parser.parse_args()
 
     net, info = random_model(args.arch, "coco")
     macs = count_macs(net, info.input_size)
-    predictor = Predictor.from_model(net, info, flip=args.flip)  # eval's defaults (channels-last, BN folded)
+    predictor = Predictor.from_model(net, info, flip=args.flip)  # eval's defaults (channels-last, BN folded, chunks of 8)
+    if args.compile:
+        start = time.perf_counter()
+        predictor = predictor.compile()
+        print(f"compiled in {time.perf_counter() - start:.1f} s", flush=True)
     forwards = 2 if args.flip else 1
     probe = MatmulProbe(torch.device("cpu"), "fp32")
     cpu_use = CpuUse()
 
     def run():
         return evaluate(predictor, sample.COCO_ANN, sample.COCO_IMAGES, sample.COCO_DET,
-                        batch_size=args.batch_size, workers=args.workers)  # fmt: skip
+                        batch_size=args.batch_size, workers=args.workers, compile=False)  # fmt: skip
 
-    print(f"{args.arch}: {macs / 1e9:.2f} G multiply-adds per crop, flip={args.flip}, batch {args.batch_size}, "
+    print(f"{args.arch}: {macs / 1e9:.2f} G multiply-adds per crop, flip={args.flip}, compiled={predictor.compiled}, batch {args.batch_size}, "
           f"{args.workers} workers; warm-up run ...", flush=True)  # fmt: skip
     result = run()
     peaks, rates = [probe.peak().gflops], []

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from conftest import CKPT17, CKPT19, COCO_ANN, COCO_DET, COCO_IMAGES, REF
@@ -189,6 +190,23 @@ def test_layout_fit_keeps_coco_outputs_of_a_combine_model_and_rejects_a_mismatch
 
 def test_crop_batches_group_images_by_crop_count():
     assert crop_batches([3, 4, 2, 40, 1], 8) == [[0, 1], [2], [3], [4]]
+
+
+def test_network_calls_are_full_batches_across_images_but_the_last(predictors):
+    coco = read_coco(COCO_ANN)
+    boxes = read_detections(COCO_DET, coco)  # 118 boxes on 4 images of 22 to 37 boxes
+    predictor = predictors["coco17"]
+    sizes, heatmaps = [], predictor.heatmaps
+    predictor.heatmaps = lambda crops: sizes.append(len(crops)) or heatmaps(crops)
+    try:
+        index, keypoints, _ = predict_boxes(predictor, coco, COCO_IMAGES, boxes, 32, 0)
+    finally:
+        del predictor.heatmaps
+    assert sizes == [32, 32, 32, 22]
+    assert sorted(index.tolist()) == list(range(118))
+    one_by_one = [predictor.predict_image(cv2.imread(str(COCO_IMAGES / coco.images[int(boxes.image_ids[b])]["file_name"])),
+                                          boxes.xyxy[b : b + 1])[0][0] for b in index[::20]]  # fmt: skip
+    np.testing.assert_allclose(keypoints[::20], one_by_one, atol=1e-3)
 
 
 def test_image_shards_cover_every_box_once(predictors):
