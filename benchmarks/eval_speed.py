@@ -29,7 +29,9 @@ from posecli.engine.evaluate import evaluate
 from posecli.engine.flops import count_macs
 from posecli.engine.inference import Predictor
 
-MMPOSE_PERSONS_PER_S = {True: 3.1, False: 6.6}  # inference_topdown on this machine (issue 4), flip / no flip
+# MMPose 1.3.2's inference_topdown on the same boxes and weights, flip / no flip, measured by
+# benchmarks/mmpose/infer_speed.py on this 2-core AVX-512 machine (2026-12-01).
+MMPOSE_PERSONS_PER_S = {True: 7.2, False: 14.3}
 
 
 def main() -> None:
@@ -80,7 +82,7 @@ def main() -> None:
     print(f"matmul peak (median of {len(peaks)} samples): {peak:.1f} GFLOP/s -> limit {limit:.2f} persons/s")
     print(f"posecli eval (median of {len(rates)}):       {rate:.2f} persons/s = {rate / limit:.0%} of the limit")
     if mmpose:
-        print(f"MMPose inference_topdown on this machine: {mmpose:.1f} persons/s -> posecli is {rate / mmpose:.2f}x")
+        print(f"MMPose inference_topdown (benchmarks/mmpose/infer_speed.py): {mmpose:.1f} persons/s -> posecli is {rate / mmpose:.2f}x")
     print(f"peak memory of one run (RSS high-water): {memory:.0f} MB")
     print(f"CPU time taken by other processes meanwhile: {taken.get('other_processes', float('nan')):.0%}")
 

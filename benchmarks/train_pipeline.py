@@ -22,7 +22,9 @@ from posecli.augment import affine_crop
 from posecli.data.dataset import Instances, TrainDataset, build_train_dataset, read_image, worker_init
 from posecli.presets import load_preset
 
-MMPOSE_SAMPLES_PER_S = 118.0  # MMPose 1.3.2's train pipeline, one core of this machine (issue 5)
+# MMPose 1.3.2's train pipeline on the same sample, one core, measured by benchmarks/mmpose/train_speed.py
+# on this 2-core AVX-512 machine (2026-12-01; the issue's 118 came from an older machine).
+MMPOSE_SAMPLES_PER_S = 285.0
 TARGET_RATIO = 2.5
 STAGES = ("decode", "augment", "warp", "targets")
 
@@ -114,7 +116,7 @@ def main() -> None:
     print(f"\none worker (1 OpenCV + 1 torch thread), median of {args.repeats} epochs:")
     print(f"  {rate_wall:6.1f} samples/s wall  ({min(r[0] for r in rates):.1f}..{max(r[0] for r in rates):.1f}), "
           f"{rate_cpu:6.1f} samples per CPU second")  # fmt: skip
-    print(f"  MMPose {MMPOSE_SAMPLES_PER_S:.0f} samples/s (the issue's figure; not measured here) -> x{rate_wall / MMPOSE_SAMPLES_PER_S:.2f} wall, "
+    print(f"  MMPose {MMPOSE_SAMPLES_PER_S:.0f} samples/s (benchmarks/mmpose/train_speed.py) -> x{rate_wall / MMPOSE_SAMPLES_PER_S:.2f} wall, "
           f"x{rate_cpu / MMPOSE_SAMPLES_PER_S:.2f} by CPU time (goal x{TARGET_RATIO}: {TARGET_RATIO * MMPOSE_SAMPLES_PER_S:.0f} samples/s)")  # fmt: skip
 
     per_stage = [stage_times(ds, epoch) for epoch in range(args.repeats)]

@@ -7,7 +7,7 @@ initialised model, as a run starts. Settings are measured round-robin (repeat r 
 setting before repeat r+1 of any), so load from other work on the machine spreads over all
 of them; the table gives the median of the repeats after one warm-up step each, and ratios
 to plain float32 NCHW measured in the same run. MMPose 1.3.2's w32 step at batch 8 on this
-machine: 5.2 s (the issue's target is <= 0.7 x that = 3.64 s).
+machine: see MMPOSE_W32_B8 (the issue's target is <= 0.7 x MMPose's).
 
 The losses of every setting are printed: a setting is only a candidate for the training
 loop's default if they equal plain NCHW's.
@@ -23,14 +23,16 @@ import time
 import torch
 
 from posecli.data.dataset import build_train_dataset
-from posecli.engine.train import keypoint_mse
+from posecli.engine.train import keypoint_mse, make_adam
 from posecli.layouts import get_layout
 from posecli.models.hrnet import build_model
 from posecli.models.topdown import normalise
 from posecli.presets import load_preset
 
 SETTINGS = {"eager NCHW": False, "channels-last": True}  # name -> channels_last
-MMPOSE_W32_B8 = 5.2  # s/step, MMPose 1.3.2 on this machine (the issue's figure)
+# s/step of MMPose 1.3.2's model.train_step, w32, batch 8, 2 threads, measured by benchmarks/mmpose/train_speed.py
+# on this 2-core AVX-512 machine (2026-12-01; the issue's 5.2 s came from an older machine).
+MMPOSE_W32_B8 = 1.83
 
 
 def batch(batch_size: int) -> dict:
@@ -48,7 +50,7 @@ class Runner:
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.channels_last = channels_last
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=5e-4)
+        self.optimizer = make_adam(self.model.parameters(), lr=5e-4)
 
     def step(self, b: dict) -> tuple[float, float]:
         """-> (seconds, loss) of one step."""
@@ -84,7 +86,7 @@ def main() -> None:
                 times[name].append(seconds)
             losses[name].append(loss)
     base = statistics.median(times["eager NCHW"])
-    print(f"{'setting':34s} {'median s/step':>14s} {'all':>24s} {'vs NCHW':>8s} {'vs MMPose 5.2 s':>16s}  losses of the steps")
+    print(f"{'setting':34s} {'median s/step':>14s} {'all':>24s} {'vs NCHW':>8s} {f'vs MMPose {MMPOSE_W32_B8} s':>16s}  losses of the steps")
     for name in SETTINGS:
         med = statistics.median(times[name])
         spread = " ".join(f"{t:.2f}" for t in times[name])

@@ -79,6 +79,11 @@ class TrainResult:
     last_metrics: dict = field(default_factory=dict)
 
 
+def make_adam(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam, as MMPose's recipe, fused into one kernel for all parameters (w32 on CPU: 21 ms a step, not 82 ms)."""
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+
+
 def keypoint_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """MMPose's KeypointMSELoss(use_target_weight=True): mean of (pred - target)^2 * w_k; (B, K, H, W), (B, K)."""
     return ((pred - target) ** 2 * weights[:, :, None, None]).mean()
@@ -269,7 +274,7 @@ def setup(preset_name: str | None, overrides: list[str], opts: RunOptions, log: 
     model = model.to(d.device)
     if opts.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_adam(model.parameters(), cfg.lr, cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if opts.amp and d.device.type == "cuda" else None
     if opts.amp and d.device.type == "cpu":
         log({"kind": "note", "text": "--amp on CPU: bfloat16 autocast; without bf16 hardware it can be slower than float32 (measure first)"})
