@@ -11,7 +11,7 @@ model (speed does not depend on the weights). The limit is
 
 with the matmul peak sampled before and after every timed run of the same process:
 no pipeline built from these convolutions can go faster. Medians over repeats.
-``--compile`` compiles the network first (as ``posecli eval`` does from 1,000 boxes with
+``--compile`` compiles the network first (as ``posecli eval`` does from 10,000 boxes with
 flip) and reports the compile time apart from the runs.
 """
 

@@ -27,7 +27,7 @@ def benchmark(
     channels_last: Annotated[bool, typer.Option(help="Channels-last memory format (eval's and predict's default).")] = True,
     fuse_bn: Annotated[bool, typer.Option(help="Fold BatchNorm into the convolutions, same outputs to float rounding (eval's and predict's default).")] = True,
     chunk: Annotated[int, typer.Option(min=0, help="Crops per network call, 0 = the whole batch (eval's and predict's default on CPU: 8).")] = 8,
-    compile: Annotated[bool, typer.Option(help="torch.compile the network (eval's default on CPU from 1,000 boxes; compiling takes ~25 s for w32 on 2 cores).")] = False,
+    compile: Annotated[bool, typer.Option(help="torch.compile the network (eval's default on CPU from 10,000 boxes with flip; compiling takes 10-30 s for w32 on 2 cores).")] = False,
     flip: Annotated[bool, typer.Option(help="Flip test: two forwards per crop, as eval runs.")] = False,
     compare: Annotated[bool, typer.Option(help="Also run the plain setting and each speed option alone, interleaved.")] = False,
     pipeline: Annotated[bool, typer.Option(help="Also time the pipeline on the bundled sample images and detector boxes.")] = False,

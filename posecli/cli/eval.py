@@ -64,7 +64,7 @@ def evaluate(
     min_box_score: Annotated[Optional[float], typer.Option(help="Skip detector boxes scoring below this.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Crops per forward pass.")] = None,
     workers: Annotated[int, typer.Option(help="DataLoader workers that decode images and cut crops.")] = 2,
-    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the network: same numbers, ~1.3x faster on CPU after a ~25 s first call (default: on CPU from 1,000 boxes with flip).")] = None,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the network: same numbers, a few % faster on CPU after 10-30 s of compiling (default: on CPU from 10,000 boxes with flip).")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N (default: cuda if available).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Write results.keypoints.json and metrics.json here.")] = None,
 ) -> None:

@@ -192,7 +192,7 @@ def evaluate(predictor: Predictor | str | Path, ann_file: str | Path, images_dir
     rank, world = _rank_world()
     forwards = len(boxes) // world * (1 if predictor.model.flip_indices is None else 2)
     if (compile_pays_off(predictor.device, forwards) if compile is None else compile) and not predictor.compiled:
-        log(f"compiling the network for {len(boxes)} boxes (~25 s for w32 on 2 CPU cores; --no-compile skips it)")
+        log(f"compiling the network for {len(boxes)} boxes (10-30 s for w32 on 2 CPU cores; --no-compile skips it)")
         try:
             predictor = predictor.compile()
         except CompileError as e:

@@ -22,9 +22,9 @@ from posecli.models.topdown import TopDown, normalise
 from posecli.weights import ModelInfo, load_model
 
 
-CPU_CHUNK = 8  # crops per network call on CPU: fastest in `posecli benchmark` (w32: ~1.4x a call of 64)
+CPU_CHUNK = 8  # crops per network call on CPU: `posecli benchmark` finds 6-16 equally fast, all faster than 64
 GPU_COMPILE_CHUNK = 64  # a compiled network needs one fixed call size; on GPU, batch 32 with flip
-COMPILE_PAYS_OFF = 2000  # forward passes (crops, x2 with flip) on CPU that win back torch.compile's ~25 s
+COMPILE_PAYS_OFF = 20_000  # forward passes (crops, x2 with flip) on CPU that win back torch.compile's 10-30 s
 
 
 class CompileError(RuntimeError):
@@ -38,8 +38,10 @@ def default_chunk(device: torch.device) -> int | None:
 def compile_pays_off(device: torch.device, forward_passes: int) -> bool:
     """Whether compiling is worth its first call: on CPU, for jobs of ``COMPILE_PAYS_OFF`` crop forwards or more.
 
-    w32 on 2 cores: compiled 26 crops/s against 20 eager (98% and 78% of the matmul peak),
-    so ~2,000 forwards save the ~25 s compile. On GPU eager is kept (not measured here).
+    w32 on 2 cores (`posecli benchmark --flip --compile --compare`): compiled calls are 2-8% faster
+    than eager ones (~1.8 ms a crop) and compiling takes 10-30 s, so it pays off from ~10,000
+    forwards; COCO val2017's 104,125 detector boxes with flip are 208,250. On GPU eager is kept
+    (not measured here).
     """
     return device.type == "cpu" and forward_passes >= COMPILE_PAYS_OFF
 
