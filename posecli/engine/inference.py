@@ -40,7 +40,7 @@ def compile_pays_off(device: torch.device, forward_passes: int) -> bool:
 
     w32 on 2 cores (`posecli benchmark --flip --compile --compare`): compiled calls are 2-8% faster
     than eager ones (~1.8 ms a crop) and compiling takes 10-30 s, so it pays off from ~10,000
-    forwards; COCO val2017's 104,125 detector boxes with flip are 208,250. On GPU eager is kept
+    forwards; COCO val2017's ~100,000 detector boxes with flip are ~200,000. On GPU eager is kept
     (not measured here).
     """
     return device.type == "cpu" and forward_passes >= COMPILE_PAYS_OFF
