@@ -55,11 +55,10 @@ class TopDown:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised crops -> (B, K, h, w) float32 heatmaps, ``chunk`` crops per call."""
         step = self.chunk or len(x)
-        outs = []
-        for part in x.split(step):
-            net = self.compiled if self.compiled is not None and len(part) == step else self.net
-            outs.append(net(part).float())
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
+        if len(x) > step:
+            return torch.cat([self.forward(part) for part in x.split(step)])
+        net = self.compiled if self.compiled is not None and len(x) == step else self.net
+        return net(x).float()
 
     @torch.inference_mode()
     def heatmaps(self, crops_bgr: torch.Tensor) -> torch.Tensor:
