@@ -149,8 +149,8 @@ def test_two_processes_equal_one_with_two_micro_batches(tmp_path):
         assert a["lr"] == b["lr"] and abs(a["loss"] - b["loss"]) < 1e-5, (a, b)
     a, b = load_file(tmp_path / "ddp" / "last.safetensors"), load_file(tmp_path / "one" / "last.safetensors")
     # BN running statistics too: one copy per micro-batch, averaged at epoch ends as the ranks' are
-    worst = max(a, key=lambda k: (a[k].double() - b[k].double()).abs().max().item())
-    assert torch.allclose(a[worst].double(), b[worst].double(), atol=1e-6), (worst, (a[worst] - b[worst]).abs().max().item())
+    differ = [k for k in a if not torch.allclose(a[k].double(), b[k].double(), atol=1e-6)]
+    assert not differ, [(k, (a[k] - b[k]).abs().max().item()) for k in differ[:3]]
     with safe_open(str(tmp_path / "ddp" / "last.safetensors"), "pt") as f:
         assert json.loads(f.metadata()["preset"])["train"]["batch_size"] == 4
 
