@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import numpy as np
 import pytest
@@ -69,7 +68,7 @@ def test_chunked_calls_give_the_whole_batch_heatmaps():
     net, info = load_model(CKPT17)
     chunked = Predictor.from_model(net, info)  # CPU default: 8 crops per network call
     assert chunked.model.chunk == 8
-    whole = dataclasses.replace(chunked, model=dataclasses.replace(chunked.model, chunk=None))
+    whole = chunked.with_chunk(None)
     crops = np.random.default_rng(1).integers(0, 256, (13, 256, 192, 3), dtype=np.uint8)  # with flip: 8+8+8+2
     a, b = chunked.heatmaps(crops), whole.heatmaps(crops)
     assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()

@@ -11,13 +11,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
+from posecli import sample as bundled
 from posecli.cli.common import console, out, user_errors
 from posecli.engine.cocometric import METRIC_NAMES, NMS_MODES
 from posecli.engine.evaluate import EvalResult
 from posecli.engine.evaluate import evaluate as run_evaluation
 from posecli.engine.inference import Predictor
 from posecli.errors import UserError
-from posecli import sample as bundled
 from posecli.presets import TestCfg, load_preset
 
 

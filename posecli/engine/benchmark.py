@@ -220,7 +220,7 @@ def make_predictor(net: nn.Module, info: ModelInfo, setting: Setting, device: to
         net = _Cast(net, DTYPES[setting.dtype])
     predictor = Predictor.from_model(net, info, flip=setting.flip, device=str(device), channels_last=setting.channels_last,
                                      fuse_bn=False)  # folded above, before any cast  # fmt: skip
-    predictor = dataclasses.replace(predictor, model=dataclasses.replace(predictor.model, chunk=setting.chunk))
+    predictor = predictor.with_chunk(setting.chunk)
     if setting.compile:
         try:
             predictor = predictor.compile()

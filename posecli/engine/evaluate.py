@@ -127,7 +127,7 @@ def predict_boxes(predictor: Predictor, coco: CocoFile, images_dir: Path, boxes:
     slot = {int(b): i for i, b in enumerate(index)}
     keypoints, scores = np.zeros((n, K, 2), np.float32), np.zeros((n, K), np.float32)
     done = 0
-    pending: list[tuple[np.ndarray, Crops]] = []  # crops of images read but not yet run, fewer than batch_size
+    carry_ids, carry = np.zeros(0, np.int64), None  # crops read but not yet run: fewer than batch_size
 
     def run(ids: np.ndarray, crops: Crops) -> None:
         k, sc = predictor(crops)
@@ -139,33 +139,25 @@ def predict_boxes(predictor: Predictor, coco: CocoFile, images_dir: Path, boxes:
             raise UserError(f"{unreadable[0]}: cannot be read as an image; replace the file or remove its boxes")
         # Crops of consecutive images are regrouped into full batches: every network call but the
         # last has batch_size crops (a compiled network runs only full chunks).
-        pending.append((ids, crops))
-        ids, crops = _concat(pending)
+        if carry is not None:
+            ids, crops = np.concatenate([carry_ids, ids]), _concat(carry, crops)
         full = len(ids) // batch_size * batch_size
         for s in range(0, full, batch_size):
-            run(ids[s : s + batch_size], _slice(crops, s, s + batch_size))
-        pending = [(ids[full:], _slice(crops, full, len(ids)))] if full < len(ids) else []
+            run(ids[s : s + batch_size], crops.slice(s, s + batch_size))
+        carry_ids, carry = ids[full:], crops.slice(full, len(ids)) if full < len(ids) else None
         done += full
         if progress:
             progress(done, n)
-    if pending:
-        run(*pending[0])
-        done += len(pending[0][0])
+    if carry is not None:
+        run(carry_ids, carry)
         if progress:
-            progress(done, n)
+            progress(n, n)
     return index, keypoints, scores
 
 
-def _slice(crops: Crops, start: int, stop: int) -> Crops:
-    return Crops(crops.images[start:stop], crops.centers[start:stop], crops.scales[start:stop])
-
-
-def _concat(parts: list[tuple[np.ndarray, Crops]]) -> tuple[np.ndarray, Crops]:
-    if len(parts) == 1:
-        return parts[0]
-    ids = np.concatenate([i for i, _ in parts])
-    images = torch.cat([torch.as_tensor(c.images) for _, c in parts])
-    return ids, Crops(images, np.concatenate([c.centers for _, c in parts]), np.concatenate([c.scales for _, c in parts]))
+def _concat(a: Crops, b: Crops) -> Crops:
+    images = torch.cat([torch.as_tensor(a.images), torch.as_tensor(b.images)])
+    return Crops(images, np.concatenate([a.centers, b.centers]), np.concatenate([a.scales, b.scales]))
 
 
 def _one_thread(_worker_id: int) -> None:

@@ -22,7 +22,7 @@ from posecli.models.topdown import TopDown, normalise
 from posecli.weights import ModelInfo, load_model
 
 
-CPU_CHUNK = 8  # crops per network call on CPU: `posecli benchmark` finds 6-16 equally fast, all faster than 64
+CPU_CHUNK = 8  # crops per network call on CPU: 6-16 measure within 3%, all faster than 64 (docs/benchmarks.md)
 GPU_COMPILE_CHUNK = 64  # a compiled network needs one fixed call size; on GPU, batch 32 with flip
 COMPILE_PAYS_OFF = 20_000  # forward passes (crops, x2 with flip) on CPU that win back torch.compile's 10-30 s
 
@@ -51,6 +51,9 @@ class Crops:
     images: np.ndarray  # (N, h, w, 3) uint8 BGR, network input size
     centers: np.ndarray  # (N, 2) float32, image px
     scales: np.ndarray  # (N, 2) float32 (w, h) of the cropped region, aspect fixed to the input
+
+    def slice(self, start: int, stop: int) -> "Crops":
+        return Crops(self.images[start:stop], self.centers[start:stop], self.scales[start:stop])
 
 
 def crop_boxes(image: np.ndarray, xyxy: np.ndarray, input_size: tuple[int, int]) -> Crops:
@@ -130,8 +133,11 @@ class Predictor:
                 compiled(normalise(torch.zeros(chunk, h, w, 3, dtype=torch.uint8, device=self.device)))
         except Exception as e:  # inductor raises many kinds (no compiler, unsupported op): all mean "stay eager"
             raise CompileError(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
-        model = dataclasses.replace(self.model, chunk=chunk, compiled=compiled)
-        return dataclasses.replace(self, model=model)
+        return dataclasses.replace(self, model=dataclasses.replace(self.model, chunk=chunk, compiled=compiled))
+
+    def with_chunk(self, chunk: int | None) -> "Predictor":
+        """The same predictor calling its network on ``chunk`` crops at a time (None: the whole batch)."""
+        return dataclasses.replace(self, model=dataclasses.replace(self.model, chunk=chunk))
 
     @property
     def compiled(self) -> bool:
@@ -158,8 +164,7 @@ class Predictor:
         crops = crop_boxes(image, xyxy, self.codec.input_size)
         kpts, scores = [], []
         for i in range(0, len(xyxy), batch_size):
-            part = Crops(crops.images[i : i + batch_size], crops.centers[i : i + batch_size], crops.scales[i : i + batch_size])
-            k, s = self(part)
+            k, s = self(crops.slice(i, i + batch_size))
             kpts.append(k)
             scores.append(s)
         if not kpts:

@@ -37,9 +37,8 @@ class TopDown:
 
     ``flip_indices`` set = flip test (the layout's, which for combine models has 19 entries).
     ``chunk``: crops per network call. On CPU calls of 8 crops keep more of HRNet's activations
-    in cache: w32 with flip at batch 32 runs 1.1x faster and peaks 30% lower in memory than one
-    call of 64 (`posecli benchmark --flip --chunk 0` against the default); per-crop results do
-    not depend on it. ``compiled``: the same network compiled for calls of exactly
+    in cache: w32 with flip at batch 32 runs 1.08x faster with 28% less memory than one call
+    of 64 (docs/benchmarks.md); per-crop results do not depend on it. ``compiled``: the same network compiled for calls of exactly
     ``chunk`` crops; a shorter last call runs ``net`` (a compiled network would compile again
     for every new shape).
     """
