@@ -11,8 +11,8 @@ model (speed does not depend on the weights). The limit is
 
 with the matmul peak sampled before and after every timed run of the same process:
 no pipeline built from these convolutions can go faster. Medians over repeats.
-``--compile`` compiles the network first (as ``posecli eval`` does from 10,000 boxes with
-flip) and reports the compile time apart from the runs.
+``--compile`` compiles the network first (as ``posecli eval --compile``, in place of
+oneDNN's fused convolutions) and reports the compile time apart from the runs.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def main() -> None:
 
     net, info = random_model(args.arch, "coco")
     macs = count_macs(net, info.input_size)
-    predictor = Predictor.from_model(net, info, flip=args.flip)  # eval's defaults (channels-last, BN folded, chunks of 8)
+    # eval's defaults: channels-last, BN folded, on CPU oneDNN's fused convolutions
+    predictor = Predictor.from_model(net, info, flip=args.flip, use_onednn=not args.compile)
     if args.compile:
         start = time.perf_counter()
         predictor = predictor.compile()
@@ -59,7 +60,8 @@ def main() -> None:
         return evaluate(predictor, sample.COCO_ANN, sample.COCO_IMAGES, sample.COCO_DET,
                         batch_size=args.batch_size, workers=args.workers, compile=False)  # fmt: skip
 
-    print(f"{args.arch}: {macs / 1e9:.2f} G multiply-adds per crop, flip={args.flip}, compiled={predictor.compiled}, batch {args.batch_size}, "
+    print(f"{args.arch}: {macs / 1e9:.2f} G multiply-adds per crop, flip={args.flip}, onednn={predictor.onednn}, "
+          f"compiled={predictor.compiled}, batch {args.batch_size}, "
           f"{args.workers} workers; warm-up run ...", flush=True)  # fmt: skip
     result = run()
     peaks, rates = [probe.peak().gflops], []

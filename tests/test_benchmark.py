@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from posecli.cli import app
 from posecli.engine.benchmark import (MatmulPeak, ModelRun, Setting, bench_pipeline, compared_settings, fastest,
-                                      sample_images_and_boxes, skip_reason)
+                                      requested_settings, sample_images_and_boxes, skip_reason)
 from posecli.engine.inference import Predictor
 from posecli.engine.flops import count_macs
 from posecli.models.fuse import count_batchnorms, fuse_conv_bn
@@ -90,8 +90,8 @@ def test_json_report_fields(tmp_path):
     assert report["model"]["arch"] == "hrnet-small" and report["model"]["weights"].startswith("random")
     assert report["model"]["macs_per_crop"] == count_macs(build_model("hrnet-small", 17))
     assert [p["dtype"] for p in report["matmul_peaks"]] == ["fp32"] and report["matmul_peaks"][0]["gflops"] > 0
-    settings = ["fp32 flip", "fp32 channels-last flip", "fp32 fuse-bn flip", "fp32 chunk8 flip",
-                "fp32 channels-last fuse-bn chunk8 flip"]  # fmt: skip
+    settings = ["fp32 flip", "fp32 channels-last flip", "fp32 fuse-bn flip", "fp32 onednn flip", "fp32 chunk8 flip",
+                "fp32 channels-last fuse-bn onednn chunk8 flip"]  # fmt: skip
     assert [run["setting"] for run in report["model_runs"]] == settings
     for run in report["model_runs"]:
         assert run["batch_size"] == 1 and run["skipped"] is None and run["repeats"] == 1
@@ -101,6 +101,17 @@ def test_json_report_fields(tmp_path):
         assert run["share_of_peak"] == pytest.approx(run["gflops"] / run["peak_gflops"])
         assert run["peak_memory_mb"] > 0 and run["max_rel_diff"] < 1e-4
     assert report["model_runs"][0]["max_rel_diff"] == 0.0  # the plain setting is the reference
+
+
+def test_requested_settings_time_compile_beside_onednn_and_keep_onednn_to_cpu_fp32():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    common = dict(channels_last=True, fuse_bn=True, onednn=True, chunk=None, flip=False, compare=False)
+    default = requested_settings(["fp32", "bf16"], cpu, compile=False, **common)
+    assert [(s.dtype, s.onednn, s.chunk) for s in default] == [("fp32", True, 16), ("bf16", False, 8)]
+    both = requested_settings(["fp32"], cpu, compile=True, **common)
+    assert [(s.onednn, s.compile, s.chunk) for s in both] == [(True, False, 16), (False, True, 8)]
+    gpu = requested_settings(["fp32"], cuda, compile=False, **common | {"chunk": 0})
+    assert [(s.onednn, s.chunk) for s in gpu] == [(False, None)]
 
 
 def test_pipeline_stages_on_one_sample_image():

@@ -10,7 +10,7 @@ import torch
 import torch._dynamo
 
 from conftest import CKPT17, REF
-from posecli.engine.inference import Predictor
+from posecli.engine.inference import CompileError, Predictor
 from posecli.models.fuse import count_batchnorms
 from posecli.models.hrnet import ARCHS, build_model
 from posecli.weights import load_model
@@ -64,12 +64,13 @@ def test_default_predictor_folds_bn_in_a_copy_and_gives_the_same_heatmaps():
     assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
 
 
-def test_chunked_calls_give_the_whole_batch_heatmaps():
+@pytest.mark.parametrize("use_onednn, chunk", [(False, 8), (True, 16)])
+def test_chunked_calls_give_the_whole_batch_heatmaps(use_onednn, chunk):
     net, info = load_model(CKPT17)
-    chunked = Predictor.from_model(net, info)  # CPU default: 8 crops per network call
-    assert chunked.model.chunk == 8
+    chunked = Predictor.from_model(net, info, use_onednn=use_onednn)  # CPU default: 8 crops per call, 16 on oneDNN
+    assert chunked.model.chunk == chunk
     whole = chunked.with_chunk(None)
-    crops = np.random.default_rng(1).integers(0, 256, (13, 256, 192, 3), dtype=np.uint8)  # with flip: 8+8+8+2
+    crops = np.random.default_rng(1).integers(0, 256, (13, 256, 192, 3), dtype=np.uint8)  # with flip: 26 crops
     a, b = chunked.heatmaps(crops), whole.heatmaps(crops)
     assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
 
@@ -78,7 +79,7 @@ def test_compiled_predictor_gives_eager_heatmaps_and_compiles_once():
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     net, info = load_model(CKPT17)
-    eager = Predictor.from_model(net, info)
+    eager = Predictor.from_model(net, info, use_onednn=False)  # compiling replaces oneDNN's fusion
     compiled = eager.compile()
     assert compiled.compiled and not eager.compiled
     crops = np.random.default_rng(2).integers(0, 256, (13, 256, 192, 3), dtype=np.uint8)
@@ -86,3 +87,12 @@ def test_compiled_predictor_gives_eager_heatmaps_and_compiles_once():
         a, b = compiled.heatmaps(crops[:n]), eager.heatmaps(crops[:n])
         assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
+def test_a_onednn_predictor_refuses_to_compile():
+    net, info = load_model(CKPT17)
+    predictor = Predictor.from_model(net, info)
+    if not predictor.onednn:
+        pytest.skip("this torch has no oneDNN fused convolutions")
+    with pytest.raises(CompileError, match="use_onednn=False"):
+        predictor.compile()

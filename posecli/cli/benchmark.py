@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from posecli.cli.common import console, out, user_errors
-from posecli.engine.benchmark import (BenchmarkResult, Setting, check_device, compared_settings, load_benchmark_model, parse_batch_sizes,
-                                      parse_dtypes, run_benchmark)  # fmt: skip
+from posecli.engine.benchmark import (BenchmarkResult, check_device, load_benchmark_model, parse_batch_sizes, parse_dtypes,
+                                      requested_settings, run_benchmark)  # fmt: skip
 from posecli.errors import UserError
 from posecli.fileio import write_json
 
@@ -26,8 +26,9 @@ def benchmark(
     dtype: Annotated[str, typer.Option(help="Comma-separated dtypes: fp32, bf16, fp16 (each with its own matmul peak).")] = "fp32",
     channels_last: Annotated[bool, typer.Option(help="Channels-last memory format (eval's and predict's default).")] = True,
     fuse_bn: Annotated[bool, typer.Option(help="Fold BatchNorm into the convolutions, same outputs to float rounding (eval's and predict's default).")] = True,
-    chunk: Annotated[int, typer.Option(min=0, help="Crops per network call, 0 = the whole batch (eval's and predict's default on CPU: 8).")] = 8,
-    compile: Annotated[bool, typer.Option(help="torch.compile the network (eval's default on CPU from 10,000 boxes with flip; compiling takes 10-30 s for w32 on 2 cores).")] = False,
+    onednn: Annotated[bool, typer.Option(help="oneDNN's fused convolutions (conv + add + ReLU in one call, weights packed once; folds BN), CPU float32 only (eval's and predict's default there).")] = True,
+    chunk: Annotated[Optional[int], typer.Option(min=0, help="Crops per network call, 0 = the whole batch; default: eval's and predict's on CPU (16 with --onednn, else 8).")] = None,
+    compile: Annotated[bool, typer.Option(help="Also time the network compiled by torch.compile (inductor; eval --compile), without oneDNN's fusion, which it replaces; compiling takes 10-30 s for w32 on 2 cores.")] = False,
     flip: Annotated[bool, typer.Option(help="Flip test: two forwards per crop, as eval runs.")] = False,
     compare: Annotated[bool, typer.Option(help="Also run the plain setting and each speed option alone, interleaved.")] = False,
     pipeline: Annotated[bool, typer.Option(help="Also time the pipeline on the bundled sample images and detector boxes.")] = False,
@@ -43,9 +44,8 @@ def benchmark(
     if weights is not None and not weights.is_file():
         raise UserError(f"{weights}: no such weights file")
     net, info, source = load_benchmark_model(weights, arch, layout)
-    settings = [Setting(d, channels_last, fuse_bn, compile, flip, chunk or None) for d in dtypes]
-    if compare:
-        settings = [c for s in settings for c in compared_settings(s)]
+    settings = requested_settings(dtypes, dev, channels_last=channels_last, fuse_bn=fuse_bn, onednn=onednn, chunk=chunk,
+                                  compile=compile, flip=flip, compare=compare)  # fmt: skip
     result = run_benchmark(net, info, source, settings=settings, batch_sizes=sizes, device=dev, pipeline=pipeline,
                            warmup=warmup, repeats=repeats, budget_s=budget,
                            progress=lambda msg: console.print(f"[dim]{msg}[/]"))  # fmt: skip

@@ -64,7 +64,7 @@ def evaluate(
     min_box_score: Annotated[Optional[float], typer.Option(help="Skip detector boxes scoring below this.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Crops per forward pass.")] = None,
     workers: Annotated[int, typer.Option(help="DataLoader workers that decode images and cut crops.")] = 2,
-    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the network: same numbers, a few % faster on CPU after 10-30 s of compiling (default: on CPU from 10,000 boxes with flip).")] = None,
+    compile: Annotated[bool, typer.Option(help="torch.compile the network instead of running it on oneDNN's fused convolutions: same numbers; on 2 CPU cores slower than the default and 10-30 s of compiling first.")] = False,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N (default: cuda if available).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Write results.keypoints.json and metrics.json here.")] = None,
 ) -> None:
@@ -78,7 +78,7 @@ def evaluate(
         raise UserError(f"--nms {nms!r}: use one of {', '.join(NMS_MODES)}")
     flip = test.flip if flip is None else flip
     predictor = Predictor.from_weights(weights, flip=flip, dark=decode == "dark", device=_device(device),
-                                       keep=test.output_keypoints)  # fmt: skip
+                                       keep=test.output_keypoints, use_onednn=not compile)  # fmt: skip
     main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
     if main:
         console.print(f"[bold]eval[/] {weights} on {ann_file} with {boxes_file or 'ground-truth boxes'}: "

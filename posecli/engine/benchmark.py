@@ -37,11 +37,12 @@ from torch import nn
 from posecli import sample
 from posecli.data.coco import read_coco, read_detections
 from posecli.engine.flops import count_macs
-from posecli.engine.inference import CompileError, Predictor, crop_boxes, decode_to_image
+from posecli.engine.inference import CompileError, default_chunk, Predictor, crop_boxes, decode_to_image
 from posecli.errors import UserError
 from posecli.layouts import LAYOUTS
 from posecli.models.fuse import fuse_conv_bn
 from posecli.models.hrnet import ARCHS, PoseHRNet, build_model
+from posecli.models.onednn import onednn_network
 from posecli.weights import ModelInfo, load_model
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -60,20 +61,42 @@ class Setting:
     compile: bool = False
     flip: bool = False
     chunk: int | None = None  # crops per network call (None: the whole batch, with flip both views)
+    onednn: bool = False  # oneDNN's fused convolutions (posecli.models.onednn; BN folded there); CPU float32 only
 
     @property
     def label(self) -> str:
-        flags = {"channels-last": self.channels_last, "fuse-bn": self.fuse_bn, f"chunk{self.chunk}": self.chunk,
-                 "compile": self.compile, "flip": self.flip}  # fmt: skip
+        flags = {"channels-last": self.channels_last, "fuse-bn": self.fuse_bn, "onednn": self.onednn,
+                 f"chunk{self.chunk}": self.chunk, "compile": self.compile, "flip": self.flip}  # fmt: skip
         return " ".join([self.dtype] + [name for name, on in flags.items() if on])
 
 
 def compared_settings(setting: Setting) -> list[Setting]:
     """``setting``, its plain version (same dtype and flip), and each of its speed options alone."""
     plain = Setting(setting.dtype, flip=setting.flip)
-    options = {k: getattr(setting, k) for k in ("channels_last", "fuse_bn", "chunk", "compile") if getattr(setting, k)}
+    options = {k: getattr(setting, k) for k in ("channels_last", "fuse_bn", "onednn", "chunk", "compile") if getattr(setting, k)}
     alone = [Setting(setting.dtype, flip=setting.flip, **{k: v}) for k, v in options.items()]
     return list(dict.fromkeys([plain, *alone, setting]))
+
+
+def requested_settings(dtypes: list[str], device: torch.device, *, channels_last: bool, fuse_bn: bool, onednn: bool,
+                       chunk: int | None, compile: bool, flip: bool, compare: bool) -> list[Setting]:  # fmt: skip
+    """The command line's options -> the settings to time, in order.
+
+    oneDNN applies to float32 on CPU only. Compiling replaces it (inductor does its own fusion),
+    so with both asked for, float32 is timed both ways. ``chunk`` None: the predictor's default
+    for that setting; 0: the whole batch. ``compare`` adds each setting's plain version and
+    each of its options alone.
+    """
+    settings = []
+    for dtype in dtypes:
+        fusable = onednn and dtype == "fp32" and device.type == "cpu"
+        for compiled in [False, True] if compile and fusable else [compile]:
+            fused = fusable and not compiled
+            calls = default_chunk(device, fused) if chunk is None else chunk or None
+            settings.append(Setting(dtype, channels_last, fuse_bn, compiled, flip, calls, fused))
+    if compare:
+        settings = [c for s in settings for c in compared_settings(s)]
+    return list(dict.fromkeys(settings))
 
 
 @dataclass
@@ -212,15 +235,18 @@ class _Cast(nn.Module):
 
 def make_predictor(net: nn.Module, info: ModelInfo, setting: Setting, device: torch.device) -> Predictor:
     """The shared ``Predictor`` with ``setting`` applied to a copy of the network (compiled here, if asked)."""
-    net = fuse_conv_bn(net) if setting.fuse_bn else copy.deepcopy(net).eval()
+    if setting.onednn:
+        net = onednn_network(net, info.input_size)
+    else:
+        net = fuse_conv_bn(net) if setting.fuse_bn else copy.deepcopy(net).eval()
     net = net.to(device)
     if setting.channels_last:
         net = net.to(memory_format=torch.channels_last)
     if setting.dtype != "fp32":
         net = _Cast(net, DTYPES[setting.dtype])
     predictor = Predictor.from_model(net, info, flip=setting.flip, device=str(device), channels_last=setting.channels_last,
-                                     fuse_bn=False)  # folded above, before any cast  # fmt: skip
-    predictor = predictor.with_chunk(setting.chunk)
+                                     fuse_bn=False, use_onednn=False)  # built above, before any cast  # fmt: skip
+    predictor = dataclasses.replace(predictor.with_chunk(setting.chunk), onednn=setting.onednn)
     if setting.compile:
         try:
             predictor = predictor.compile()

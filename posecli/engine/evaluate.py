@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from posecli.data.coco import Boxes, CocoFile, gt_boxes, read_coco, read_detections
 from posecli.engine.cocometric import KeypointStat, coco_keypoint_eval, coco_results, rescore, select_instances
-from posecli.engine.inference import CompileError, Crops, Predictor, compile_pays_off, crop_boxes
+from posecli.engine.inference import CompileError, Crops, Predictor, crop_boxes
 from posecli.errors import UserError
 from posecli.fileio import write_json
 from posecli.geometry import box_center_scale, fix_aspect_ratio
@@ -167,13 +167,14 @@ def _one_thread(_worker_id: int) -> None:
 def evaluate(predictor: Predictor | str | Path, ann_file: str | Path, images_dir: str | Path,
              boxes_file: str | Path | None = None, *, batch_size: int = 32, workers: int = 2,
              out_dir: str | Path | None = None, nms: str = "oks", nms_thr: float = 0.9,
-             keypoint_score_thr: float = 0.2, min_box_score: float | None = None, compile: bool | None = None,
+             keypoint_score_thr: float = 0.2, min_box_score: float | None = None, compile: bool = False,
              progress: Progress | None = None, log: Callable[[str], None] = lambda _: None) -> EvalResult:  # fmt: skip
     """COCO keypoint AP of a model with detector boxes (``boxes_file``) or ground-truth boxes.
 
     ``predictor`` is a built ``Predictor`` (its flip/decode settings are used) or a weights path
-    (flip test, standard decode). ``compile``: torch.compile the network; None = where it pays off
-    (``compile_pays_off``). Writes ``results.keypoints.json`` and ``metrics.json`` to ``out_dir``.
+    (flip test, standard decode). ``compile``: torch.compile the network (``Predictor.compile``; on
+    CPU build the predictor with ``use_onednn=False`` for it). Writes ``results.keypoints.json`` and
+    ``metrics.json`` to ``out_dir``.
     """
     if not isinstance(predictor, Predictor):
         predictor = Predictor.from_weights(predictor)
@@ -182,9 +183,8 @@ def evaluate(predictor: Predictor | str | Path, ann_file: str | Path, images_dir
     boxes = read_detections(boxes_file, coco, min_box_score) if boxes_file else gt_boxes(coco)
     warnings = list(boxes.warnings)
     rank, world = _rank_world()
-    forwards = len(boxes) // world * (1 if predictor.model.flip_indices is None else 2)
-    if (compile_pays_off(predictor.device, forwards) if compile is None else compile) and not predictor.compiled:
-        log(f"compiling the network for {len(boxes)} boxes (10-30 s for w32 on 2 CPU cores; --no-compile skips it)")
+    if compile and not predictor.compiled:
+        log("compiling the network (10-30 s for w32 on 2 CPU cores)")
         try:
             predictor = predictor.compile()
         except CompileError as e:
@@ -238,5 +238,6 @@ def _summary(result: EvalResult, predictor: Predictor, ann_file, boxes_file, nms
         "decode": "dark" if predictor.codec.dark else "standard",
         "nms": nms,
         "compiled": predictor.compiled,
+        "onednn": predictor.onednn,
         "warnings": result.warnings,
     }

@@ -17,33 +17,25 @@ import torch
 from posecli.codec import HeatmapCodec
 from posecli.geometry import box_center_scale, fix_aspect_ratio, input_to_image, warp_image, warp_matrix
 from posecli.layouts import LAYOUTS, Layout
+from posecli.models import onednn
 from posecli.models.fuse import fuse_conv_bn
+from posecli.models.hrnet import PoseHRNet
 from posecli.models.topdown import TopDown, normalise
 from posecli.weights import ModelInfo, load_model
 
 
-CPU_CHUNK = 8  # crops per network call on CPU: 6-16 measure within 3%, all faster than 64 (docs/benchmarks.md)
+CPU_CHUNK = 8  # crops per eager network call on CPU: 6-16 measure within 3%, all faster than 64 (docs/benchmarks.md)
 GPU_COMPILE_CHUNK = 64  # a compiled network needs one fixed call size; on GPU, batch 32 with flip
-COMPILE_PAYS_OFF = 20_000  # forward passes (crops, x2 with flip) on CPU that win back torch.compile's 10-30 s
 
 
 class CompileError(RuntimeError):
     """torch.compile could not build the network here (e.g. no C++ compiler for inductor's CPU kernels)."""
 
 
-def default_chunk(device: torch.device) -> int | None:
-    return CPU_CHUNK if device.type == "cpu" else None  # a GPU is fastest on the whole batch
-
-
-def compile_pays_off(device: torch.device, forward_passes: int) -> bool:
-    """Whether compiling is worth its first call: on CPU, for jobs of ``COMPILE_PAYS_OFF`` crop forwards or more.
-
-    w32 on 2 cores (`posecli benchmark --flip --compile --compare`): compiled calls are 2-8% faster
-    than eager ones (~1.8 ms a crop) and compiling takes 10-30 s, so it pays off from ~10,000
-    forwards; COCO val2017's ~100,000 detector boxes with flip are ~200,000. On GPU eager is kept
-    (not measured here).
-    """
-    return device.type == "cpu" and forward_passes >= COMPILE_PAYS_OFF
+def default_chunk(device: torch.device, onednn_network: bool = False) -> int | None:
+    if device.type != "cpu":
+        return None  # a GPU is fastest on the whole batch
+    return onednn.LATE_CHUNK if onednn_network else CPU_CHUNK
 
 
 @dataclass
@@ -75,6 +67,12 @@ def decode_to_image(heatmaps: np.ndarray, codec: HeatmapCodec, centers: np.ndarr
     return input_to_image(keypoints, centers, scales, codec.input_size).astype(np.float32), scores
 
 
+def runs_on_onednn(net: torch.nn.Module, device: torch.device) -> bool:
+    """Whether ``posecli.models.onednn`` can run ``net`` here: a float32 PoseHRNet, on CPU, with oneDNN."""
+    is_fp32 = all(p.dtype == torch.float32 for p in net.parameters())
+    return device.type == "cpu" and isinstance(net, PoseHRNet) and is_fp32 and onednn.available()
+
+
 def pick_device(device: str | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -92,39 +90,53 @@ class Predictor:
     device: torch.device
     channels_last: bool = True
     keep: int | None = None  # keep only the first `keep` keypoints after decoding (combine -> COCO 17)
+    onednn: bool = False  # the network runs on oneDNN's fused convolutions (posecli.models.onednn)
 
     @classmethod
     def from_weights(cls, path, flip: bool = True, dark: bool = False, device: str | None = None,
-                     channels_last: bool = True, keep: int | None = None, fuse_bn: bool = True) -> "Predictor":  # fmt: skip
+                     channels_last: bool = True, keep: int | None = None, fuse_bn: bool = True,
+                     use_onednn: bool = True) -> "Predictor":  # fmt: skip
         net, info = load_model(path)
-        return cls.from_model(net, info, flip, dark, device, channels_last, keep, fuse_bn)
+        return cls.from_model(net, info, flip, dark, device, channels_last, keep, fuse_bn, use_onednn)
 
     @classmethod
     def from_model(cls, net, info: ModelInfo, flip: bool = True, dark: bool = False, device: str | None = None,
-                   channels_last: bool = True, keep: int | None = None, fuse_bn: bool = True) -> "Predictor":  # fmt: skip
+                   channels_last: bool = True, keep: int | None = None, fuse_bn: bool = True,
+                   use_onednn: bool = True) -> "Predictor":  # fmt: skip
         """``net`` itself is moved to the device and set to eval mode, unless ``fuse_bn`` works on a copy.
 
-        channels-last and BatchNorm folding are the defaults: `posecli benchmark` measures them
-        fastest on CPU, and they change only the float summation order (same keypoints and AP).
+        channels-last, BatchNorm folding and (on CPU, float32 HRNets) oneDNN's fused convolutions
+        are the defaults: `posecli benchmark` measures them fastest on CPU, and they change only
+        the float summation order (same keypoints and AP).
         """
         dev = pick_device(device)
         layout = LAYOUTS[info.layout]
-        if fuse_bn:
+        use_onednn = use_onednn and fuse_bn and channels_last and runs_on_onednn(net, dev)
+        chunk = default_chunk(dev, use_onednn)
+        if use_onednn:
+            net = onednn.onednn_network(net, info.input_size)  # folds BN, on a copy
+        elif fuse_bn:
             net = fuse_conv_bn(net)
         net = net.to(dev).eval()
         if channels_last:  # same keypoints (README of the reference data); faster convolutions on CPU
             net = net.to(memory_format=torch.channels_last)
-        model = TopDown(net, layout.flip_indices if flip else None, mean=info.mean, std=info.std, chunk=default_chunk(dev))
+        model = TopDown(net, layout.flip_indices if flip else None, mean=info.mean, std=info.std, chunk=chunk)
         codec = HeatmapCodec(info.input_size, info.heatmap_size, dark=dark)
-        return cls(model, codec, layout, info, dev, channels_last, keep)
+        return cls(model, codec, layout, info, dev, channels_last, keep, use_onednn)
 
     def compile(self) -> "Predictor":
         """This predictor with its network also compiled by ``torch.compile`` (inductor, weights frozen).
 
-        The same heatmaps as eager, faster on CPU (see ``compile_pays_off``). Compiling happens here,
-        on one call of zeros; full calls of ``chunk`` crops then run compiled and a shorter last call
-        runs eager, so nothing compiles again. Raises ``CompileError`` where inductor cannot build it.
+        The same heatmaps as eager. Compiling happens here, on one call of zeros; full calls of
+        ``chunk`` crops then run compiled and a shorter last call runs eager, so nothing compiles
+        again. Raises ``CompileError`` where inductor cannot build it, and for a oneDNN network
+        (already fused, and inductor would split it into many graphs): make the predictor with
+        ``use_onednn=False`` to compile. w32 on 2 CPU cores, with flip: compiled 1.06x the eager
+        folded network after 10-30 s, oneDNN 1.10x with no compiling (docs/benchmarks.md).
         """
+        if self.onednn:
+            raise CompileError("the oneDNN network is fused already and does not compile; build the predictor with "
+                               "use_onednn=False to compile")  # fmt: skip
         chunk = self.model.chunk or GPU_COMPILE_CHUNK
         compiled = torch.compile(self.model.net, options={"freezing": True})
         w, h = self.info.input_size
