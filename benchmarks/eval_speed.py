@@ -1,9 +1,9 @@
 """Persons/s of `posecli eval` (the whole library path) against the limit this CPU's matmul peak sets.
 
-    python benchmarks/eval_speed.py [--arch hrnet-w32] [--repeats 3] [--workers 2] [--batch-size 32] [--no-flip] [--compile]
+    python benchmarks/eval_speed.py [--arch hrnet-w32] [--repeats 3] [--workers N] [--batch-size 32] [--no-flip] [--compile]
 
 Runs ``posecli.engine.evaluate.evaluate`` on the bundled COCO sample with its 118 detector
-boxes, exactly as ``posecli eval --sample`` does (decode, crops in DataLoader workers,
+boxes, exactly as ``posecli eval --sample`` does (decode, crops (in DataLoader workers if asked),
 forward with flip test, decode, rescoring, OKS NMS, COCOeval), with a randomly initialised
 model (speed does not depend on the weights). The limit is
 
@@ -38,7 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="hrnet-w32")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: eval's, 0 on CPU)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--compile", action="store_true", help="torch.compile the network before the runs")
@@ -62,7 +62,7 @@ def main() -> None:
 
     print(f"{args.arch}: {macs / 1e9:.2f} G multiply-adds per crop, flip={args.flip}, onednn={predictor.onednn}, "
           f"compiled={predictor.compiled}, batch {args.batch_size}, "
-          f"{args.workers} workers; warm-up run ...", flush=True)  # fmt: skip
+          f"{'default' if args.workers is None else args.workers} workers; warm-up run ...", flush=True)  # fmt: skip
     result = run()
     peaks, rates = [probe.peak().gflops], []
     for i in range(args.repeats):

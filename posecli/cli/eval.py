@@ -63,7 +63,7 @@ def evaluate(
     nms_thr: Annotated[Optional[float], typer.Option(help="OKS threshold of the NMS.")] = None,
     min_box_score: Annotated[Optional[float], typer.Option(help="Skip detector boxes scoring below this.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Crops per forward pass.")] = None,
-    workers: Annotated[int, typer.Option(help="DataLoader workers that decode images and cut crops.")] = 2,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers that decode images and cut crops (default: 2 on GPU, 0 on CPU, where the network's threads use every core).")] = None,
     compile: Annotated[bool, typer.Option(help="torch.compile the network instead of running it on oneDNN's fused convolutions: same numbers; on 2 CPU cores slower than the default and 10-30 s of compiling first.")] = False,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N (default: cuda if available).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Write results.keypoints.json and metrics.json here.")] = None,
