@@ -24,7 +24,7 @@ import time
 import torch
 
 from posecli import sample
-from posecli.engine.benchmark import CpuUse, MatmulProbe, machine_info, peak_memory_mb, random_model
+from posecli.engine.benchmark import CpuUse, MatmulProbe, conv_peak, machine_info, peak_memory_mb, random_model
 from posecli.engine.evaluate import evaluate
 from posecli.engine.flops import count_macs
 from posecli.engine.inference import Predictor
@@ -74,6 +74,7 @@ def main() -> None:
         print(f"  run {i + 1}: {result.num_boxes} persons in {seconds:.1f} s = {rates[-1]:.2f} persons/s, "
               f"matmul peak {peaks[-1]:.0f} GFLOP/s", flush=True)  # fmt: skip
     memory = peak_memory_mb(torch.device("cpu"), run)
+    conv = conv_peak(torch.device("cpu"))
 
     peak, rate = statistics.median(peaks), statistics.median(rates)
     limit = peak * 1e9 / (2 * macs * forwards)
@@ -83,6 +84,9 @@ def main() -> None:
     print(f"\n{m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} threads, {m['cpu_capability']})")
     print(f"matmul peak (median of {len(peaks)} samples): {peak:.1f} GFLOP/s -> limit {limit:.2f} persons/s")
     print(f"posecli eval (median of {len(rates)}):       {rate:.2f} persons/s = {rate / limit:.0%} of the limit")
+    conv_limit = conv.gflops * 1e9 / (2 * macs * forwards)
+    print(f"for comparison, a large 3x3 convolution ({conv.shape}) runs at {conv.gflops:.1f} GFLOP/s: "
+          f"against that, the limit is {conv_limit:.2f} persons/s and eval reaches {rate / conv_limit:.0%}")
     if mmpose:
         print(f"MMPose inference_topdown (benchmarks/mmpose/infer_speed.py): {mmpose:.1f} persons/s -> posecli is {rate / mmpose:.2f}x")
     print(f"peak memory of one run (RSS high-water): {memory:.0f} MB")

@@ -84,7 +84,8 @@ def test_json_report_fields(tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    assert set(report) == {"machine", "model", "options", "matmul_peaks", "model_runs", "pipeline", "notes"}
+    assert set(report) == {"machine", "model", "options", "matmul_peaks", "conv_peak", "model_runs", "pipeline", "notes"}
+    assert report["conv_peak"]["gflops"] > 0 and "3x3" in report["conv_peak"]["shape"]
     assert report["pipeline"] == []  # not asked
     assert report["machine"]["torch_threads"] == torch.get_num_threads()
     assert report["model"]["arch"] == "hrnet-small" and report["model"]["weights"].startswith("random")

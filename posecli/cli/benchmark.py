@@ -68,6 +68,9 @@ def print_result(r: BenchmarkResult) -> None:
         f"cores, {m['torch_threads']} torch threads, torch {m['torch']} ({m['cpu_capability']}), {m['device']}")  # fmt: skip
     say("matmul peak at start: " + ", ".join(f"{p.dtype} {p.gflops:.1f} GFLOP/s ({p.n}x{p.n}, median of {p.repeats})"
                                             for p in r.matmul_peaks))  # fmt: skip
+    if r.conv_peak:
+        say(f"fp32 convolution ({r.conv_peak.shape}): {r.conv_peak.gflops:.1f} GFLOP/s, for comparison; "
+            "shares below use the matmul peak")  # fmt: skip
     table = Table(title="model: Predictor.heatmaps (normalise, forward(s), flip back); medians")
     for col in ("setting", "batch", "crops/s", "ms p50/p90/p99", "peak MB", "GFLOP/s", "peak", "share", "rel. diff"):
         table.add_column(col, justify="left" if col == "setting" else "right", no_wrap=col == "setting")
