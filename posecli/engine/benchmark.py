@@ -303,8 +303,8 @@ class MatmulProbe:
 def conv_peak(device: torch.device, seconds: float = 2.0) -> ConvPeak:
     """Median float32 GFLOP/s of one large 3x3 convolution, channels-last, as HRNet's low branches run it.
 
-    On AVX-512 oneDNN's direct convolution runs 3-5% above the matmul peak; it is reported
-    beside the shares, which keep the matmul peak as their reference (the issues' definition).
+    On this AVX-512 machine it ran from 2% below to 8% above the matmul peak across runs; it is
+    reported beside the shares, which keep the matmul peak as their reference (the issues' definition).
     """
     n, c, h, w = 32, 256, 32, 24
     x = torch.randn(n, c, h, w, device=device).contiguous(memory_format=torch.channels_last)

@@ -1,8 +1,9 @@
 """COCO keypoint evaluation: person boxes -> keypoints -> rescoring, OKS NMS -> COCO AP.
 
 Used by ``posecli eval`` and by training for validation. Each image is decoded once
-for all of its boxes, in DataLoader workers (on GPU; see ``default_workers``); crops are batched by count, the model runs
-under ``torch.inference_mode()``, and only keypoints and scores are kept per box.
+for all of its boxes, in DataLoader workers (by default on GPU only: ``default_workers``);
+crops are batched by count, the model runs under ``torch.inference_mode()``, and only
+keypoints and scores are kept per box.
 With ``torch.distributed`` initialised, images are sharded across ranks and rank 0
 gathers the keypoints and computes the metrics.
 """
@@ -182,9 +183,9 @@ def evaluate(predictor: Predictor | str | Path, ann_file: str | Path, images_dir
     """COCO keypoint AP of a model with detector boxes (``boxes_file``) or ground-truth boxes.
 
     ``predictor`` is a built ``Predictor`` (its flip/decode settings are used) or a weights path
-    (flip test, standard decode). ``workers``: DataLoader workers, None = ``default_workers``. ``compile``: torch.compile the network (``Predictor.compile``; on
-    CPU build the predictor with ``use_onednn=False`` for it). Writes ``results.keypoints.json`` and
-    ``metrics.json`` to ``out_dir``.
+    (flip test, standard decode). ``workers``: DataLoader workers, None = ``default_workers``.
+    ``compile``: torch.compile the network (``Predictor.compile``; on CPU build the predictor with
+    ``use_onednn=False`` for it). Writes ``results.keypoints.json`` and ``metrics.json`` to ``out_dir``.
     """
     if not isinstance(predictor, Predictor):
         predictor = Predictor.from_weights(predictor)

@@ -5,10 +5,11 @@ over memory, and lays each weight out for oneDNN again on every call. Here every
 convolution is one oneDNN call with the bias, the addition and the ReLU applied as it
 writes its output ("post-ops"), on a weight packed once for the call size. The network
 is rebuilt from a trained ``PoseHRNet`` with the same structure and MMPose's order of
-summation, so the heatmaps equal the BN-folded eager network's to float rounding (bit
-for bit at the packed call size, in tests). w32 on 2 cores: 1.04-1.09x the eager
-default (docs/benchmarks.md). Inference only, CPU only: the packed weights are opaque
-oneDNN tensors, with no gradient and no ``.to()``.
+summation, so the heatmaps equal the BN-folded eager network's to float rounding (the
+tests allow 1e-5; measured runs were bit-equal). w32 with flip on 2 cores, paired runs:
+1.10x the folded eager network (torch.compile: 1.06x, after 10-30 s of compiling); see
+docs/benchmarks.md. Inference only, CPU only: the packed weights are opaque oneDNN
+tensors, with no gradient and no ``.to()``.
 
 The kernels are ``torch.ops.mkldnn._convolution_pointwise``, the ones inductor emits
 for the same patterns when it compiles a CNN for CPU; ``available()`` says whether this
@@ -25,7 +26,9 @@ from posecli.models.hrnet import BasicBlock, Bottleneck, HRModule, PoseHRNet
 
 
 def available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    """Whether this torch build has the fused kernels and the weight packing (private APIs, hence checked)."""
+    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+            and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight"))  # fmt: skip
 
 
 class FusedConv(nn.Module):

@@ -36,11 +36,12 @@ class TopDown:
     """A heatmap network plus what it needs at test time.
 
     ``flip_indices`` set = flip test (the layout's, which for combine models has 19 entries).
-    ``chunk``: crops per network call. On CPU calls of 8 crops keep more of HRNet's activations
-    in cache: w32 with flip at batch 32 runs 1.08x faster with 28% less memory than one call
-    of 64 (docs/benchmarks.md); per-crop results do not depend on it. ``compiled``: the same network compiled for calls of exactly
-    ``chunk`` crops; a shorter last call runs ``net`` (a compiled network would compile again
-    for every new shape).
+    ``chunk``: crops per network call. On CPU small calls keep more of HRNet's activations in
+    cache: for the eager network, 8 crops with flip at batch 32 run 1.08x faster with 28% less
+    memory than one call of 64 (docs/benchmarks.md); the oneDNN network takes 16 and splits
+    its first layers further itself. Per-crop results do not depend on it. ``compiled``: the
+    same network compiled for calls of exactly ``chunk`` crops; a shorter last call runs
+    ``net`` (a compiled network would compile again for every new shape).
     """
 
     net: nn.Module
