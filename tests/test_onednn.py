@@ -69,3 +69,10 @@ def test_predictor_falls_back_to_eager_where_onednn_is_missing(monkeypatch):
     assert not predictor.onednn and not isinstance(predictor.model.net, onednn.FusedPoseHRNet)
     with pytest.raises(RuntimeError, match="no oneDNN"):
         onednn.onednn_network(net, info.input_size)
+
+
+def test_the_self_check_keeps_the_callers_random_state():
+    onednn.available.cache_clear()
+    state = torch.get_rng_state()
+    assert onednn.available()
+    assert torch.equal(torch.get_rng_state(), state)  # training's draws do not depend on whether it ran

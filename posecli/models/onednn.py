@@ -18,6 +18,8 @@ torch has them.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -25,10 +27,26 @@ from posecli.models.fuse import fuse_conv_bn
 from posecli.models.hrnet import BasicBlock, Bottleneck, HRModule, PoseHRNet
 
 
+@functools.cache
 def available() -> bool:
-    """Whether this torch build has the fused kernels and the weight packing (private APIs, hence checked)."""
-    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-            and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight"))  # fmt: skip
+    """Whether this torch build has the fused kernels and the weight packing, and they compute a conv right.
+
+    They are private APIs, and builds differ (oneDNN on ARM runs on other backends): one tiny
+    fused convolution is checked against ``F.conv2d`` before any network is trusted to them.
+    """
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+            and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight")):  # fmt: skip
+        return False
+    x, other = (torch.randn(2, 8, 6, 5, generator=torch.Generator().manual_seed(i)) for i in (0, 1))
+    x, other = (t.contiguous(memory_format=torch.channels_last) for t in (x, other))
+    try:
+        with torch.random.fork_rng(devices=[]), torch.inference_mode():  # the caller's random state is kept
+            conv = nn.Conv2d(8, 8, 3, padding=1)
+            got = FusedConv(conv, True, list(x.shape))(x, add=other)
+            expected = torch.relu(conv(x) + other)
+    except RuntimeError:
+        return False
+    return got.shape == expected.shape and bool(torch.allclose(got, expected, rtol=1e-4, atol=1e-5))
 
 
 class FusedConv(nn.Module):
