@@ -77,14 +77,17 @@ def main() -> None:
     conv = conv_peak(torch.device("cpu"))
 
     peak, rate = statistics.median(peaks), statistics.median(rates)
-    limit = peak * 1e9 / (2 * macs * forwards)
+    def limit_at(gflops: float) -> float:  # persons/s if every multiply-add ran at this rate
+        return gflops * 1e9 / (2 * macs * forwards)
+
+    limit = limit_at(peak)
     mmpose = MMPOSE_PERSONS_PER_S[args.flip] if args.arch == "hrnet-w32" else None
     m = machine_info(torch.device("cpu"))
     taken = cpu_use.others() or {}
     print(f"\n{m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} threads, {m['cpu_capability']})")
     print(f"matmul peak (median of {len(peaks)} samples): {peak:.1f} GFLOP/s -> limit {limit:.2f} persons/s")
     print(f"posecli eval (median of {len(rates)}):       {rate:.2f} persons/s = {rate / limit:.0%} of the limit")
-    conv_limit = conv.gflops * 1e9 / (2 * macs * forwards)
+    conv_limit = limit_at(conv.gflops)
     print(f"for comparison, a large 3x3 convolution ({conv.shape}) runs at {conv.gflops:.1f} GFLOP/s: "
           f"against that, the limit is {conv_limit:.2f} persons/s and eval reaches {rate / conv_limit:.0%}")
     if mmpose:

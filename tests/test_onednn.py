@@ -43,7 +43,7 @@ def test_fused_network_gives_the_folded_networks_heatmaps(which):
     x = torch.randn(7, 3, 256, 192).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         ref = folded(x)
-        for n in (4, 7, 1):  # the packed call size, then others
+        for n in (4, 7, 1):  # the early layers' packed call size, then others
             out = fused(x[:n])
             assert out.shape == ref[:n].shape
             assert (out - ref[:n]).abs().max() <= 1e-5 * ref.abs().max()
@@ -57,7 +57,7 @@ def test_cpu_predictor_runs_on_onednn_by_default_with_the_plain_keypoints():
     plain = Predictor.from_model(copy.deepcopy(net), info, channels_last=False, fuse_bn=False)
     assert default.onednn and isinstance(default.model.net, onednn.FusedPoseHRNet)
     assert not eager.onednn and not plain.onednn
-    crops = np.random.default_rng(0).integers(0, 256, (10, 256, 192, 3), dtype=np.uint8)  # with flip: 8+8+4
+    crops = np.random.default_rng(0).integers(0, 256, (10, 256, 192, 3), dtype=np.uint8)  # with flip: calls of 16 + 4
     a, b = default.heatmaps(crops), plain.heatmaps(crops)
     assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
 

@@ -32,9 +32,16 @@ from posecli.layouts import Layout, get_layout, keypoint_names, make_mapping
 from posecli.presets import AugmentCfg, DataCfg, Preset, Source, ValCfg
 
 SAMPLE_ROOT = sample.ROOT
+
+
+def _in_sample(path: Path) -> str:
+    return path.relative_to(SAMPLE_ROOT).as_posix()
+
+
 # The bundled sample: one COCO-format file and image folder per source layout, relative to SAMPLE_ROOT.
-SAMPLE_SOURCES = {"coco": ("coco/test_coco.json", "coco"), "aic": ("aic/test_aic.json", "aic")}
-SAMPLE_DETECTIONS = "coco/test_coco_det_AP_H_56.json"
+SAMPLE_SOURCES = {"coco": (_in_sample(sample.COCO_ANN), _in_sample(sample.COCO_IMAGES)),
+                  "aic": (_in_sample(sample.AIC_ANN), _in_sample(sample.AIC_IMAGES))}  # fmt: skip
+SAMPLE_DETECTIONS = _in_sample(sample.COCO_DET)
 
 
 @dataclass

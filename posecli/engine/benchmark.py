@@ -21,7 +21,6 @@ whose speed drifts (shared cores, clocks) slows them all alike.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import statistics
 import time
@@ -254,7 +253,7 @@ def make_predictor(net: nn.Module, info: ModelInfo, setting: Setting, device: to
         net = _Cast(net, DTYPES[setting.dtype])
     predictor = Predictor.from_model(net, info, flip=setting.flip, device=str(device), channels_last=setting.channels_last,
                                      fuse_bn=False, use_onednn=False)  # built above, before any cast  # fmt: skip
-    predictor = dataclasses.replace(predictor.with_chunk(setting.chunk), onednn=setting.onednn)
+    predictor = predictor.with_chunk(setting.chunk)
     if setting.compile:
         try:
             predictor = predictor.compile()
@@ -294,10 +293,15 @@ class MatmulProbe:
 
     def peak(self, seconds: float = 2.0) -> MatmulPeak:
         """Median GFLOP/s over about ``seconds`` of products (at least 3)."""
-        samples = [self.sample()]
-        repeats = int(min(50, max(3, seconds * samples[0] * 1e9 / (2 * self.n**3))))
-        samples += [self.sample() for _ in range(repeats - 1)]
-        return MatmulPeak(self.dtype, self.n, statistics.median(samples), repeats)
+        return MatmulPeak(self.dtype, self.n, *median_rate(self.sample, 2 * self.n**3, seconds))
+
+
+def median_rate(sample: Callable[[], float], flops: float, seconds: float) -> tuple[float, int]:
+    """(median, count) of GFLOP/s ``sample()`` calls filling about ``seconds`` (3 to 50 calls)."""
+    samples = [sample()]
+    repeats = int(min(50, max(3, seconds * samples[0] * 1e9 / flops)))
+    samples += [sample() for _ in range(repeats - 1)]
+    return statistics.median(samples), repeats
 
 
 def conv_peak(device: torch.device, seconds: float = 2.0) -> ConvPeak:
@@ -318,10 +322,8 @@ def conv_peak(device: torch.device, seconds: float = 2.0) -> ConvPeak:
         _sync(device)
         return flops / (time.perf_counter() - start) / 1e9
 
-    samples = [sample(), sample()]  # the first call picks and builds the kernel
-    repeats = int(min(50, max(3, seconds * samples[-1] * 1e9 / flops)))
-    samples = [sample() for _ in range(repeats)]
-    return ConvPeak(f"{c}->{c} 3x3, {n}x{h}x{w}, channels-last", statistics.median(samples), repeats)
+    sample()  # the first call picks and builds the kernel
+    return ConvPeak(f"{c}->{c} 3x3, {n}x{h}x{w}, channels-last", *median_rate(sample, flops, seconds))
 
 
 def peak_memory_mb(device: torch.device, fn: Callable[[], object]) -> float:

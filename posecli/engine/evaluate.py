@@ -188,7 +188,7 @@ def evaluate(predictor: Predictor | str | Path, ann_file: str | Path, images_dir
     ``use_onednn=False`` for it). Writes ``results.keypoints.json`` and ``metrics.json`` to ``out_dir``.
     """
     if not isinstance(predictor, Predictor):
-        predictor = Predictor.from_weights(predictor)
+        predictor = Predictor.from_weights(predictor, use_onednn=not compile)  # compiling replaces oneDNN
     coco = read_coco(ann_file)
     predictor = fit_layout(predictor, coco.layout)
     boxes = read_detections(boxes_file, coco, min_box_score) if boxes_file else gt_boxes(coco)

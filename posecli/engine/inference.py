@@ -90,7 +90,6 @@ class Predictor:
     device: torch.device
     channels_last: bool = True
     keep: int | None = None  # keep only the first `keep` keypoints after decoding (combine -> COCO 17)
-    onednn: bool = False  # the network runs on oneDNN's fused convolutions (posecli.models.onednn)
 
     @classmethod
     def from_weights(cls, path, flip: bool = True, dark: bool = False, device: str | None = None,
@@ -107,22 +106,24 @@ class Predictor:
 
         channels-last, BatchNorm folding and (on CPU, float32 HRNets) oneDNN's fused convolutions
         are the defaults: `posecli benchmark` measures them fastest on CPU, and they change only
-        the float summation order (same keypoints and AP).
+        the float summation order (same keypoints and AP). A network already built by
+        ``onednn.onednn_network`` is taken as it is.
         """
         dev = pick_device(device)
         layout = LAYOUTS[info.layout]
-        use_onednn = use_onednn and fuse_bn and channels_last and runs_on_onednn(net, dev)
-        chunk = default_chunk(dev, use_onednn)
-        if use_onednn:
+        if use_onednn and fuse_bn and channels_last and runs_on_onednn(net, dev):
             net = onednn.onednn_network(net, info.input_size)  # folds BN, on a copy
         elif fuse_bn:
             net = fuse_conv_bn(net)
-        net = net.to(dev).eval()
-        if channels_last:  # same keypoints (README of the reference data); faster convolutions on CPU
-            net = net.to(memory_format=torch.channels_last)
-        model = TopDown(net, layout.flip_indices if flip else None, mean=info.mean, std=info.std, chunk=chunk)
+        fused = isinstance(net, onednn.FusedPoseHRNet)
+        if not fused:  # the fused network lives on the CPU, its packed weights in oneDNN's own layout
+            net = net.to(dev).eval()
+            if channels_last:  # same keypoints (README of the reference data); faster convolutions on CPU
+                net = net.to(memory_format=torch.channels_last)
+        model = TopDown(net, layout.flip_indices if flip else None, mean=info.mean, std=info.std,
+                        chunk=default_chunk(dev, fused))  # fmt: skip
         codec = HeatmapCodec(info.input_size, info.heatmap_size, dark=dark)
-        return cls(model, codec, layout, info, dev, channels_last, keep, use_onednn)
+        return cls(model, codec, layout, info, dev, channels_last, keep)
 
     def compile(self) -> "Predictor":
         """This predictor with its network also compiled by ``torch.compile`` (inductor, weights frozen).
@@ -154,6 +155,11 @@ class Predictor:
     @property
     def compiled(self) -> bool:
         return self.model.compiled is not None
+
+    @property
+    def onednn(self) -> bool:
+        """Whether the network runs on oneDNN's fused convolutions (``posecli.models.onednn``)."""
+        return isinstance(self.model.net, onednn.FusedPoseHRNet)
 
     @property
     def num_keypoints(self) -> int:

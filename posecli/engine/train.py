@@ -205,7 +205,7 @@ def validate(model: torch.nn.Module, info: ModelInfo, preset: Preset, opts: RunO
     t = preset.test
     predictor = Predictor.from_model(copy.deepcopy(model), info, flip=t.flip, dark=t.decode == "dark", device=str(d.device),
                                      channels_last=opts.channels_last, keep=t.output_keypoints)  # fmt: skip
-    result = evaluate(predictor, ann, images, boxes, batch_size=t.batch_size, workers=None,  # eval's default
+    result = evaluate(predictor, ann, images, boxes, batch_size=t.batch_size,
                       nms=t.nms, nms_thr=t.nms_thr, keypoint_score_thr=t.keypoint_score_thr, progress=progress)  # fmt: skip
     return dict(result.metrics, boxes="detector" if boxes else "ground truth")
 

@@ -179,18 +179,18 @@ class FusedPoseHRNet(nn.Module):
         return self.head(xs[0])
 
 
-def conv_input_shapes(net: nn.Module, batch: int, input_size: tuple[int, int]) -> dict[nn.Module, list[int]]:
-    """Each Conv2d of ``net`` -> the shape of its input on a call of ``batch`` crops of ``input_size`` (w, h)."""
+def conv_input_shapes(net: nn.Module, input_size: tuple[int, int]) -> dict[nn.Module, list[int]]:
+    """Each Conv2d of ``net`` -> the (C, H, W) of its input for one crop of ``input_size`` (w, h)."""
     shapes: dict[nn.Module, list[int]] = {}
 
     def record(conv, args):
-        shapes[conv] = list(args[0].shape)
+        shapes[conv] = list(args[0].shape[1:])
 
     hooks = [m.register_forward_pre_hook(record) for m in net.modules() if isinstance(m, nn.Conv2d)]
     w, h = input_size
     try:
         with torch.inference_mode():
-            net(torch.zeros(batch, 3, h, w))
+            net(torch.zeros(1, 3, h, w))
     finally:
         for hook in hooks:
             hook.remove()
@@ -205,5 +205,6 @@ def onednn_network(net: PoseHRNet, input_size: tuple[int, int]) -> FusedPoseHRNe
     if not available():
         raise RuntimeError("this torch has no oneDNN fused convolutions (torch.ops.mkldnn._convolution_pointwise)")
     folded = fuse_conv_bn(net).float().cpu()
-    early, late = (conv_input_shapes(folded, n, input_size) for n in (EARLY_CHUNK, LATE_CHUNK))
+    per_crop = conv_input_shapes(folded, input_size)
+    early, late = ({conv: [n, *chw] for conv, chw in per_crop.items()} for n in (EARLY_CHUNK, LATE_CHUNK))
     return FusedPoseHRNet(folded, early, late).eval()
