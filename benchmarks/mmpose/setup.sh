@@ -9,7 +9,7 @@ python3 -m venv "$venv"
 source "$venv/bin/activate"
 pip install --quiet torch==2.13.0
 pip install --quiet torch==2.13.0 torchvision==0.28.0 numpy==1.26.4 'opencv-python<4.12' mmengine==0.10.7 \
-    xtcocotools==1.14.3 json_tricks munkres matplotlib scipy pillow six 'setuptools<70'
+    xtcocotools==1.14.3 json_tricks munkres matplotlib scipy pillow six 'setuptools>=77.0.3,<81'
 pip install --quiet --no-deps mmcv-lite==2.1.0 mmdet==3.2.0 mmpose==1.3.2
 site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 # mmcv-lite has no compiled ops, but mmpose imports mmcv.ops at import time (for heads the
