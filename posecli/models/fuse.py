@@ -4,28 +4,16 @@ In eval mode BatchNorm is a per-channel affine map ``y = a * x + b``; applied
 after a convolution it can be moved into the convolution's weight and bias,
 which removes one pass over every activation. The result equals the original to
 float rounding (about 1e-6 relative), so it is safe for eval and predict, never
-for training (the folded model has no BatchNorm statistics to update).
+for training (the folded model has no BatchNorm statistics to update). The arithmetic is
+torch's own ``fuse_conv_bn_eval``; this module only finds HRNet's conv -> BN pairs.
 """
 
 from __future__ import annotations
 
 import copy
 
-import torch
 from torch import nn
-
-
-@torch.no_grad()
-def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """A new conv with ``bn`` (eval mode: running statistics) folded into its weight and bias."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (C_out,)
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode,
-                      device=conv.weight.device, dtype=conv.weight.dtype)  # fmt: skip
-    fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-    fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
-    return fused
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 def _fold_children(module: nn.Module) -> None:
@@ -33,14 +21,14 @@ def _fold_children(module: nn.Module) -> None:
     if isinstance(module, nn.Sequential):  # conv_bn(), downsample, fuse and transition layers
         for i in range(len(module) - 1):
             if isinstance(module[i], nn.Conv2d) and isinstance(module[i + 1], nn.BatchNorm2d):
-                module[i] = fold_bn(module[i], module[i + 1])
+                module[i] = fuse_conv_bn_eval(module[i], module[i + 1])
                 module[i + 1] = nn.Identity()
         return
     # HRNet's stem and residual blocks name their pairs conv1/bn1, conv2/bn2, conv3/bn3.
     for k in (1, 2, 3):
         conv, bn = getattr(module, f"conv{k}", None), getattr(module, f"bn{k}", None)
         if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-            setattr(module, f"conv{k}", fold_bn(conv, bn))
+            setattr(module, f"conv{k}", fuse_conv_bn_eval(conv, bn))
             setattr(module, f"bn{k}", nn.Identity())
 
 
