@@ -24,10 +24,12 @@ import time
 import torch
 
 from posecli import sample
-from posecli.engine.benchmark import CpuUse, MatmulProbe, conv_peak, machine_info, peak_memory_mb, random_model
+from posecli.engine.bench.machine import CpuUse, machine_info, peak_memory_mb
+from posecli.engine.bench.peaks import MatmulProbe, conv_peak
+from posecli.engine.bench.run import random_model
 from posecli.engine.evaluate import evaluate
 from posecli.engine.flops import count_macs
-from posecli.engine.inference import Predictor
+from posecli.engine.inference import InferenceSettings, Predictor
 
 # MMPose 1.3.2's inference_topdown on the same boxes and weights, flip / no flip, measured by
 # benchmarks/mmpose/infer_speed.py on this 2-core AVX-512 machine (2026-12-01).
@@ -46,19 +48,17 @@ def main() -> None:
 
     net, info = random_model(args.arch, "coco")
     macs = count_macs(net, info.input_size)
-    # eval's defaults: channels-last, BN folded, on CPU oneDNN's fused convolutions
-    predictor = Predictor.from_model(net, info, flip=args.flip, use_onednn=not args.compile)
-    if args.compile:
-        start = time.perf_counter()
-        predictor = predictor.compile()
-        print(f"compiled in {time.perf_counter() - start:.1f} s", flush=True)
+    # eval's defaults (the auto network: on CPU oneDNN's fused convolutions), or the compiled one
+    settings = InferenceSettings(flip=args.flip, batch_size=args.batch_size, network="compiled" if args.compile else "auto")
+    start = time.perf_counter()
+    predictor = Predictor.from_model(net, info, settings)
+    print(f"built {predictor.settings.label} in {time.perf_counter() - start:.1f} s", flush=True)
     forwards = 2 if args.flip else 1
     probe = MatmulProbe(torch.device("cpu"), "fp32")
     cpu_use = CpuUse()
 
     def run():
-        return evaluate(predictor, sample.COCO_ANN, sample.COCO_IMAGES, sample.COCO_DET,
-                        batch_size=args.batch_size, workers=args.workers, compile=False)  # fmt: skip
+        return evaluate(predictor, sample.COCO_ANN, sample.COCO_IMAGES, sample.COCO_DET, workers=args.workers)
 
     print(f"{args.arch}: {macs / 1e9:.2f} G multiply-adds per crop, flip={args.flip}, onednn={predictor.onednn}, "
           f"compiled={predictor.compiled}, batch {args.batch_size}, "

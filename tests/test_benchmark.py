@@ -14,9 +14,12 @@ from conftest import CKPT17
 from typer.testing import CliRunner
 
 from posecli.cli import app
-from posecli.engine.benchmark import (MatmulPeak, ModelRun, Setting, bench_pipeline, compared_settings, fastest,
-                                      requested_settings, sample_images_and_boxes, skip_reason)
-from posecli.engine.inference import Predictor
+from posecli.choices import Network, Precision
+from posecli.engine.bench.peaks import MatmulPeak
+from posecli.engine.bench.run import fastest, requested_settings
+from posecli.engine.bench.timing import ModelRun, bench_pipeline, sample_images_and_boxes, skip_reason
+from posecli.engine.inference import InferenceSettings, Predictor
+from posecli.models import onednn
 from posecli.engine.flops import count_macs
 from posecli.models.fuse import count_batchnorms, fuse_conv_bn
 from posecli.models.hrnet import build_model
@@ -80,7 +83,7 @@ def test_fuse_conv_bn_on_the_reference_checkpoint():
 def test_json_report_fields(tmp_path):
     out = tmp_path / "bench.json"
     args = ["benchmark", "--arch", "hrnet-small", "--batch-sizes", "1", "--repeats", "1", "--warmup", "1",
-            "--flip", "--channels-last", "--fuse-bn", "--chunk", "8", "--compare", "--json", str(out)]  # fmt: skip
+            "--flip", "--chunk", "8", "--network", "folded", "--compare", "--out", str(out)]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -90,85 +93,89 @@ def test_json_report_fields(tmp_path):
     assert report["machine"]["torch_threads"] == torch.get_num_threads()
     assert report["model"]["arch"] == "hrnet-small" and report["model"]["weights"].startswith("random")
     assert report["model"]["macs_per_crop"] == count_macs(build_model("hrnet-small", 17))
-    assert [p["dtype"] for p in report["matmul_peaks"]] == ["fp32"] and report["matmul_peaks"][0]["gflops"] > 0
-    settings = ["fp32 flip", "fp32 channels-last flip", "fp32 fuse-bn flip", "fp32 onednn flip", "fp32 chunk8 flip",
-                "fp32 channels-last fuse-bn onednn chunk8 flip"]  # fmt: skip
-    assert [run["setting"] for run in report["model_runs"]] == settings
+    assert [p["precision"] for p in report["matmul_peaks"]] == ["fp32"] and report["matmul_peaks"][0]["gflops"] > 0
+    networks = ["plain", "folded", "onednn", "compiled"] if onednn.available() else ["plain", "folded", "compiled"]
+    assert [run["setting"] for run in report["model_runs"]] == [f"fp32 {n} chunk8 flip" for n in networks]
     for run in report["model_runs"]:
         assert run["batch_size"] == 1 and run["skipped"] is None and run["repeats"] == 1
+        assert run["precision"] == "fp32" and run["network"] in networks
         assert set(run["latency_ms"]) == {"p50", "p90", "p99"}
         # achieved = 2 FLOPs x multiply-adds x 2 forwards (flip) x crops/s; share = achieved / sampled peak
         assert run["gflops"] == pytest.approx(2 * report["model"]["macs_per_crop"] * 2 * run["crops_per_s"] / 1e9)
         assert run["share_of_peak"] == pytest.approx(run["gflops"] / run["peak_gflops"])
         assert run["peak_memory_mb"] > 0 and run["max_rel_diff"] < 1e-4
-    assert report["model_runs"][0]["max_rel_diff"] == 0.0  # the plain setting is the reference
+    assert report["model_runs"][0]["max_rel_diff"] == 0.0  # the plain network is the reference
 
 
-def test_requested_settings_time_compile_beside_onednn_and_keep_onednn_to_cpu_fp32():
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    common = dict(channels_last=True, fuse_bn=True, onednn=True, chunk=None, flip=False, compare=False)
-    default = requested_settings(["fp32", "bf16"], cpu, compile=False, **common)
-    assert [(s.dtype, s.onednn, s.chunk) for s in default] == [("fp32", True, 16), ("bf16", False, 8)]
-    both = requested_settings(["fp32"], cpu, compile=True, **common)
-    assert [(s.onednn, s.compile, s.chunk) for s in both] == [(True, False, 16), (False, True, 8)]
-    gpu = requested_settings(["fp32"], cuda, compile=False, **common | {"chunk": 0})
-    assert [(s.onednn, s.chunk) for s in gpu] == [(False, None)]
+def test_requested_settings_compare_every_network_and_keep_onednn_to_cpu_fp32():
+    base = InferenceSettings(device="cpu")
+    fp32, bf16 = Precision.FP32, Precision.BF16
+    default = requested_settings(base, [fp32, bf16], [Network.AUTO], compare=False)
+    assert [(s.precision, s.network) for s in default] == [(fp32, Network.AUTO), (bf16, Network.AUTO)]
+    compared = requested_settings(base, [fp32, bf16], [Network.AUTO], compare=True)
+    assert [(s.precision, str(s.network)) for s in compared] == [
+        (fp32, "plain"), (fp32, "folded"), (fp32, "onednn"), (fp32, "compiled"), (fp32, "auto"),
+        (bf16, "plain"), (bf16, "folded"), (bf16, "compiled"), (bf16, "auto"),
+    ]  # fmt: skip
+
+
+def test_auto_resolves_to_onednn_on_cpu_fp32_and_folded_otherwise():
+    net, info = build_model("hrnet-small", 17).eval(), ModelInfo("hrnet-small", "coco")
+    auto = Predictor.from_model(net, info, InferenceSettings(device="cpu"))
+    assert auto.settings.network == (Network.ONEDNN if onednn.available() else Network.FOLDED)
+    bf16 = Predictor.from_model(net, info, InferenceSettings(device="cpu", precision="bf16"))
+    assert bf16.settings.network == Network.FOLDED and bf16.settings.precision == Precision.BF16
 
 
 def test_pipeline_stages_on_one_sample_image():
     net = build_model("hrnet-small", 17).eval()
-    predictor = Predictor.from_model(net, ModelInfo("hrnet-small", "coco"), flip=False, device="cpu")
+    predictor = Predictor.from_model(net, ModelInfo("hrnet-small", "coco"), InferenceSettings(flip=False, device="cpu"))
     samples = sample_images_and_boxes()
     assert len(samples) == 4 and sum(len(xyxy) for _, xyxy in samples) == 118  # the bundled detector boxes
-    pipe = bench_pipeline(predictor, Setting(), samples[:1], batch_size=32, repeats=1)
+    pipe = bench_pipeline(predictor, samples[:1], repeats=1)
     assert pipe.images == 1 and pipe.crops == len(samples[0][1])
     assert set(pipe.ms_per_crop) == {"decode_image", "crop_warp", "forward", "decode_heatmaps"}
     assert sum(pipe.share.values()) == pytest.approx(1.0)
     assert pipe.crops_per_s == pytest.approx(1e3 / sum(pipe.ms_per_crop.values()), rel=1e-6)
 
 
-def test_emulated_dtype_is_reported_not_run():
+def test_emulated_precision_is_reported_not_run():
     # bf16 on a CPU without native support: 0.3 GFLOP/s would make one w32 batch take hours
-    reason = skip_reason(Setting("bf16"), MatmulPeak("bf16", 256, 0.3, 3), 7_645_003_776, 32, budget_s=60)
+    bf16, fp32 = InferenceSettings(precision="bf16"), InferenceSettings()
+    reason = skip_reason(bf16, MatmulPeak("bf16", 256, 0.3, 3), 7_645_003_776, 32, budget_s=60)
     assert reason and "0.3 GFLOP/s" in reason
-    assert skip_reason(Setting("fp32"), MatmulPeak("fp32", 2048, 200.0, 20), 7_645_003_776, 32, budget_s=60) is None
+    assert skip_reason(fp32, MatmulPeak("fp32", 2048, 200.0, 20), 7_645_003_776, 32, budget_s=60) is None
 
 
 def test_fastest_is_the_fastest_setting_that_matches_plain_fp32():
     runs = [
-        ModelRun("fp32", "fp32", 1, crops_per_s=1.0, max_rel_diff=0.0),
-        ModelRun("fp32", "fp32", 32, crops_per_s=2.0),
-        ModelRun("fp32 fuse-bn", "fp32", 1, crops_per_s=1.5, max_rel_diff=2e-6),
-        ModelRun("fp32 fuse-bn", "fp32", 32, crops_per_s=3.0),
-        ModelRun("bf16", "bf16", 1, crops_per_s=9.0, max_rel_diff=3e-3),  # faster, not the same heatmaps
-        ModelRun("bf16", "bf16", 32, crops_per_s=9.0),
+        ModelRun("fp32 plain", "fp32", "plain", 1, crops_per_s=1.0, max_rel_diff=0.0),
+        ModelRun("fp32 plain", "fp32", "plain", 32, crops_per_s=2.0),
+        ModelRun("fp32 folded", "fp32", "folded", 1, crops_per_s=1.5, max_rel_diff=2e-6),
+        ModelRun("fp32 folded", "fp32", "folded", 32, crops_per_s=3.0),
+        ModelRun("bf16 folded", "bf16", "folded", 1, crops_per_s=9.0, max_rel_diff=3e-3),  # faster, not the same heatmaps
+        ModelRun("bf16 folded", "bf16", "folded", 32, crops_per_s=9.0),
     ]
     best, exact = fastest(runs)
-    assert (best.setting, best.batch_size, exact) == ("fp32 fuse-bn", 32, True)
+    assert (best.setting, best.batch_size, exact) == ("fp32 folded", 32, True)
     assert fastest(runs[4:]) == (runs[5], False)
 
 
-def test_compare_runs_plain_each_option_and_all():
-    asked = Setting("fp32", channels_last=True, fuse_bn=True, flip=True, chunk=8)
-    assert compared_settings(asked) == [
-        Setting("fp32", flip=True),
-        Setting("fp32", channels_last=True, flip=True),
-        Setting("fp32", fuse_bn=True, flip=True),
-        Setting("fp32", flip=True, chunk=8),
-        asked,
-    ]
-    assert asked.label == "fp32 channels-last fuse-bn chunk8 flip"
+def test_settings_label_names_what_changes():
+    assert InferenceSettings(network="folded", chunk=8).label == "fp32 folded chunk8 flip"
+    assert InferenceSettings(flip=False, chunk=0, precision="bf16").label == "bf16 auto chunkall"
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--arch", "hrnet-w99"], "unknown architecture"),
-        (["--layout", "mpii"], "unknown keypoint layout"),
-        (["--batch-sizes", "1,x"], "positive integers"),
-        (["--batch-sizes", "0"], "positive integers"),
-        (["--dtype", "fp8"], "unknown fp8"),
-        (["--device", "tpu"], "choose cpu or cuda"),
+        (["--arch", "hrnet-w99"], "architecture 'hrnet-w99' is unknown"),
+        (["--layout", "mpii"], "layout 'mpii' is unknown"),
+        (["--batch-sizes", "1,x"], "'x' is not a positive integer"),
+        (["--batch-sizes", "0"], "'0' is not a positive integer"),
+        (["--precision", "fp8"], "choose one of fp32, bf16, fp16"),
+        (["--network", "fast"], "choose one of auto, plain"),
+        (["--device", "tpu"], "choose auto, cpu or cuda"),
         (["--weights", "no/such/file.safetensors"], "no such weights file"),
     ],
 )

@@ -10,7 +10,7 @@ import torch
 import torch._dynamo
 
 from conftest import CKPT17, REF
-from posecli.engine.inference import CompileError, Predictor
+from posecli.engine.inference import InferenceSettings, CompileError, Predictor
 from posecli.models.fuse import count_batchnorms
 from posecli.models.hrnet import ARCHS, build_model
 from posecli.weights import load_model
@@ -56,7 +56,7 @@ def test_default_predictor_folds_bn_in_a_copy_and_gives_the_same_heatmaps():
     net, info = load_model(CKPT17)
     before = copy.deepcopy(net.state_dict())
     fused = Predictor.from_model(net, info)  # the default: channels-last, BatchNorm folded
-    plain = Predictor.from_model(copy.deepcopy(net), info, channels_last=False, fuse_bn=False)
+    plain = Predictor.from_model(net, info, InferenceSettings(network="plain"))
     assert count_batchnorms(fused.model.net) == 0 and count_batchnorms(net) > 0
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the caller's model is untouched
     crops = np.random.default_rng(0).integers(0, 256, (3, 256, 192, 3), dtype=np.uint8)
@@ -64,10 +64,10 @@ def test_default_predictor_folds_bn_in_a_copy_and_gives_the_same_heatmaps():
     assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
 
 
-@pytest.mark.parametrize("use_onednn, chunk", [(False, 8), (True, 16)])
-def test_chunked_calls_give_the_whole_batch_heatmaps(use_onednn, chunk):
+@pytest.mark.parametrize("network, chunk", [("folded", 8), ("onednn", 16)])
+def test_chunked_calls_give_the_whole_batch_heatmaps(network, chunk):
     net, info = load_model(CKPT17)
-    chunked = Predictor.from_model(net, info, use_onednn=use_onednn)  # CPU default: 8 crops per call, 16 on oneDNN
+    chunked = Predictor.from_model(net, info, InferenceSettings(network=network))  # CPU defaults: 8 per call, 16 on oneDNN
     assert chunked.model.chunk == chunk
     whole = chunked.with_chunk(None)
     crops = np.random.default_rng(1).integers(0, 256, (13, 256, 192, 3), dtype=np.uint8)  # with flip: 26 crops
@@ -79,7 +79,7 @@ def test_compiled_predictor_gives_eager_heatmaps_and_compiles_once():
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     net, info = load_model(CKPT17)
-    eager = Predictor.from_model(net, info, use_onednn=False)  # compiling replaces oneDNN's fusion
+    eager = Predictor.from_model(net, info, InferenceSettings(network="folded"))  # compiling replaces oneDNN's fusion
     compiled = eager.compile()
     assert compiled.compiled and not eager.compiled
     crops = np.random.default_rng(2).integers(0, 256, (13, 256, 192, 3), dtype=np.uint8)
@@ -94,5 +94,5 @@ def test_a_onednn_predictor_refuses_to_compile():
     predictor = Predictor.from_model(net, info)
     if not predictor.onednn:
         pytest.skip("this torch has no oneDNN fused convolutions")
-    with pytest.raises(CompileError, match="use_onednn=False"):
+    with pytest.raises(CompileError, match="compile the folded network"):
         predictor.compile()

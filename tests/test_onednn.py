@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from conftest import CKPT17
-from posecli.engine.inference import Predictor
+from posecli.engine.inference import InferenceSettings, Predictor
 from posecli.models import onednn
 from posecli.models.fuse import fuse_conv_bn
 from posecli.models.hrnet import PoseHRNet, hrnet_config
@@ -53,8 +53,8 @@ def test_fused_network_gives_the_folded_networks_heatmaps(which):
 def test_cpu_predictor_runs_on_onednn_by_default_with_the_plain_keypoints():
     net, info = load_model(CKPT17)
     default = Predictor.from_model(net, info)
-    eager = Predictor.from_model(copy.deepcopy(net), info, use_onednn=False)
-    plain = Predictor.from_model(copy.deepcopy(net), info, channels_last=False, fuse_bn=False)
+    eager = Predictor.from_model(net, info, InferenceSettings(network="folded"))
+    plain = Predictor.from_model(net, info, InferenceSettings(network="plain"))
     assert default.onednn and isinstance(default.model.net, onednn.FusedPoseHRNet)
     assert not eager.onednn and not plain.onednn
     crops = np.random.default_rng(0).integers(0, 256, (10, 256, 192, 3), dtype=np.uint8)  # with flip: calls of 16 + 4

@@ -2,14 +2,14 @@
 
     python benchmarks/mmpose/random_w32.py /tmp/w32_random_mmpose.pth      # in posecli's environment
 
-Both sides then time the very same weights (``posecli.engine.benchmark.random_model``, seed 0).
+Both sides then time the very same weights (``posecli.engine.bench.run.random_model``, seed 0).
 """
 
 import sys
 
 import torch
 
-from posecli.engine.benchmark import random_model
+from posecli.engine.bench.run import random_model
 
 net, _ = random_model("hrnet-w32", "coco")
 torch.save({"state_dict": net.state_dict()}, sys.argv[1])

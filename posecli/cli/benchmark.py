@@ -9,50 +9,84 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from posecli.choices import Network, Precision
 from posecli.cli.common import console, out, user_errors
-from posecli.engine.benchmark import (BenchmarkResult, check_device, load_benchmark_model, parse_batch_sizes, parse_dtypes,
-                                      requested_settings, run_benchmark)  # fmt: skip
+from posecli.engine.bench.run import BenchmarkResult, load_benchmark_model, requested_settings, run_benchmark
+from posecli.engine.inference import InferenceSettings
 from posecli.errors import UserError
 from posecli.fileio import write_json
 
 
+def comma_list(text: str, flag: str, parse=str) -> list:
+    """'1,8,32' -> [1, 8, 32]: each item through ``parse``; a UserError naming ``flag`` otherwise."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        values = [parse(t) for t in items]
+    except ValueError as e:
+        raise UserError(f"{flag} {text!r}: {e}") from None
+    if not values:
+        raise UserError(f"{flag} {text!r}: give at least one value")
+    return list(dict.fromkeys(values))
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
 @user_errors
 def benchmark(
-    weights: Annotated[Optional[Path], typer.Option(help="Weights file; without it, a random model of --arch/--layout.")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Weights file; without it, a random model of --arch/--layout (speed does not depend on the weights).")] = None,
     arch: Annotated[str, typer.Option(help="Architecture of the random model (hrnet-w32, hrnet-w48, hrnet-small).")] = "hrnet-w32",
     layout: Annotated[str, typer.Option(help="Keypoint layout of the random model (coco, aic, coco-aic).")] = "coco",
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    dtype: Annotated[str, typer.Option(help="Comma-separated dtypes: fp32, bf16, fp16 (each with its own matmul peak).")] = "fp32",
-    channels_last: Annotated[bool, typer.Option(help="Channels-last memory format (eval's and predict's default).")] = True,
-    fuse_bn: Annotated[bool, typer.Option(help="Fold BatchNorm into the convolutions, same outputs to float rounding (eval's and predict's default).")] = True,
-    onednn: Annotated[bool, typer.Option(help="oneDNN's fused convolutions (conv + add + ReLU in one call, weights packed once; folds BN), CPU float32 only (eval's and predict's default there).")] = True,
-    chunk: Annotated[Optional[int], typer.Option(min=0, help="Crops per network call, 0 = the whole batch; default: eval's and predict's on CPU (16 with --onednn, else 8).")] = None,
-    compile: Annotated[bool, typer.Option(help="Also time the network compiled by torch.compile (inductor; eval --compile), without oneDNN's fusion, which it replaces; compiling takes 10-30 s for w32 on 2 cores.")] = False,
-    flip: Annotated[bool, typer.Option(help="Flip test: two forwards per crop, as eval runs.")] = False,
-    compare: Annotated[bool, typer.Option(help="Also run the plain setting and each speed option alone, interleaved.")] = False,
+    device: Annotated[str, typer.Option(help="auto (CUDA if there is one), cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[str, typer.Option(help="Comma-separated precisions: fp32, bf16, fp16 (each against its own matmul peak).")] = "fp32",
+    network: Annotated[str, typer.Option(help="Comma-separated networks: auto (eval's and predict's default), plain, folded, onednn, compiled.")] = "auto",
+    chunk: Annotated[Optional[int], typer.Option(min=0, show_default="the network's own on CPU", help="Crops per network call, 0 = the whole batch.")] = None,
+    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Flip test: two forwards per crop, as eval runs.")] = False,
+    compare: Annotated[bool, typer.Option(help="Also time the plain network and each speed network (folded, onednn, compiled), interleaved.")] = False,
     pipeline: Annotated[bool, typer.Option(help="Also time the pipeline on the bundled sample images and detector boxes.")] = False,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write all figures to this JSON file.")] = None,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write all figures to this JSON file.")] = None,
     warmup: Annotated[int, typer.Option(min=1, help="Untimed calls before timing.")] = 2,
     repeats: Annotated[int, typer.Option(min=1, help="Timed calls (medians are reported).")] = 5,
-    budget: Annotated[float, typer.Option(help="Seconds one measurement may take; slow settings get fewer repeats.")] = 120.0,
+    budget: Annotated[float, typer.Option(min=0.0, help="Seconds one measurement may take; slow settings get fewer repeats.")] = 120.0,
 ):
-    """Speed and memory of the model and of the whole pipeline, against this device's measured peak."""
-    sizes = parse_batch_sizes(batch_sizes)
-    dtypes = parse_dtypes(dtype)
-    dev = check_device(device)
+    """Speed and memory of the model and of the whole pipeline, against this device's measured peak.
+
+    Examples:
+
+      posecli benchmark --batch-sizes 1,8,32 --compare --pipeline
+
+      posecli benchmark -w model.safetensors --flip --precision fp32,bf16 --out bench.json
+    """
+    sizes = comma_list(batch_sizes, "--batch-sizes", positive_int)
+    precisions = comma_list(precision, "--precision", lambda t: Precision.parse(t, "precision"))
+    networks = comma_list(network, "--network", lambda t: Network.parse(t, "network"))
+    base = InferenceSettings(device=check_device(device), flip=flip, chunk=chunk)
     if weights is not None and not weights.is_file():
         raise UserError(f"{weights}: no such weights file")
     net, info, source = load_benchmark_model(weights, arch, layout)
-    settings = requested_settings(dtypes, dev, channels_last=channels_last, fuse_bn=fuse_bn, onednn=onednn, chunk=chunk,
-                                  compile=compile, flip=flip, compare=compare)  # fmt: skip
-    result = run_benchmark(net, info, source, settings=settings, batch_sizes=sizes, device=dev, pipeline=pipeline,
-                           warmup=warmup, repeats=repeats, budget_s=budget,
-                           progress=lambda msg: console.print(f"[dim]{msg}[/]"))  # fmt: skip
+    settings = requested_settings(base, precisions, networks, compare)
+    result = run_benchmark(net, info, source, settings=settings, batch_sizes=sizes, pipeline=pipeline, warmup=warmup,
+                           repeats=repeats, budget_s=budget, progress=lambda msg: console.print(f"[dim]{msg}[/]"))  # fmt: skip
     print_result(result)
-    if json_out is not None:
-        write_json(json_out, result.to_json(), indent=1)
-        out.print(f"wrote {json_out}")
+    if out_file is not None:
+        write_json(out_file, result.to_json(), indent=1)
+        out.print(f"wrote {out_file}")
+
+
+def check_device(device: str) -> str:
+    import torch
+
+    if device in ("auto", "cpu"):
+        return device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: this torch sees no CUDA device; use --device cpu")
+    if device != "cuda":
+        raise UserError(f"--device {device!r}: choose auto, cpu or cuda")
+    return device
 
 
 def print_result(r: BenchmarkResult) -> None:
@@ -66,7 +100,7 @@ def print_result(r: BenchmarkResult) -> None:
     say(f"[bold]{r.model['arch']}[/] ({r.model['layout']}, {r.model['input_size'][0]}x{r.model['input_size'][1]}), "
         f"{r.model['macs_per_crop'] / 1e9:.2f} G multiply-adds per crop; {m.get('gpu', m['cpu'])}, {m['cpu_count']} "
         f"cores, {m['torch_threads']} torch threads, torch {m['torch']} ({m['cpu_capability']}), {m['device']}")  # fmt: skip
-    say("matmul peak at start: " + ", ".join(f"{p.dtype} {p.gflops:.1f} GFLOP/s ({p.n}x{p.n}, median of {p.repeats})"
+    say("matmul peak at start: " + ", ".join(f"{p.precision} {p.gflops:.1f} GFLOP/s ({p.n}x{p.n}, median of {p.repeats})"
                                             for p in r.matmul_peaks))  # fmt: skip
     if r.conv_peak:
         say(f"fp32 convolution ({r.conv_peak.shape}): {r.conv_peak.gflops:.1f} GFLOP/s, for comparison; "

@@ -16,7 +16,7 @@ from posecli.cli.common import console, out, user_errors
 from posecli.engine.cocometric import METRIC_NAMES, NMS_MODES
 from posecli.engine.evaluate import EvalResult
 from posecli.engine.evaluate import evaluate as run_evaluation
-from posecli.engine.inference import Predictor
+from posecli.engine.inference import InferenceSettings, Predictor
 from posecli.errors import UserError
 from posecli.presets import TestCfg, load_preset
 
@@ -77,8 +77,9 @@ def evaluate(
     if nms not in NMS_MODES:
         raise UserError(f"--nms {nms!r}: use one of {', '.join(NMS_MODES)}")
     flip = test.flip if flip is None else flip
-    predictor = Predictor.from_weights(weights, flip=flip, dark=decode == "dark", device=_device(device),
-                                       keep=test.output_keypoints, use_onednn=not compile)  # fmt: skip
+    settings = InferenceSettings(device=_device(device) or "auto", flip=flip, decode=decode,
+                                 batch_size=batch_size or test.batch_size, network="compiled" if compile else "auto")  # fmt: skip
+    predictor = Predictor.from_weights(weights, settings, keep=test.output_keypoints)
     main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
     if main:
         console.print(f"[bold]eval[/] {weights} on {ann_file} with {boxes_file or 'ground-truth boxes'}: "
@@ -87,9 +88,9 @@ def evaluate(
                   console=console, transient=True, disable=not main) as bar:  # fmt: skip
         task = bar.add_task("crops", total=None)
         result = run_evaluation(
-            predictor, ann_file, images_dir, boxes_file, batch_size=batch_size or test.batch_size, workers=workers,
+            predictor, ann_file, images_dir, boxes_file, workers=workers,
             out_dir=out_dir, nms=nms, nms_thr=nms_thr if nms_thr is not None else test.nms_thr,
-            keypoint_score_thr=test.keypoint_score_thr, min_box_score=min_box_score, compile=compile,
+            keypoint_score_thr=test.keypoint_score_thr, min_box_score=min_box_score,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             log=lambda msg: main and console.print(f"[dim]{msg}[/]", highlight=False),
         )  # fmt: skip

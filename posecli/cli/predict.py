@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from posecli.cli.common import console, out, user_errors
+from posecli.engine.inference import InferenceSettings
 from posecli.engine.predict import PredictConfig
 from posecli.engine.predict import predict as run_predict
 
@@ -37,8 +38,8 @@ def predict(
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Flip test: average with the mirrored crop, as MMPose's test setting.")] = True,
 ):
     """Keypoints for images, folders and videos: drawn pictures and JSON."""
-    cfg = PredictConfig(inputs, weights, out_dir, boxes, ann, detector, batch_size, device,
-                        min_box_score, min_keypoint_score, draw, flip)  # fmt: skip
+    settings = InferenceSettings(device=device or "auto", flip=flip, batch_size=batch_size)
+    cfg = PredictConfig(inputs, weights, out_dir, boxes, ann, detector, settings, min_box_score, min_keypoint_score, draw)
     columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("predict", total=None)

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from posecli.data.coco import Boxes, CocoFile, gt_boxes, read_coco, read_detections
 from posecli.engine.cocometric import KeypointStat, coco_keypoint_eval, coco_results, rescore, select_instances
-from posecli.engine.inference import CompileError, Crops, Predictor, crop_boxes
+from posecli.engine.inference import Crops, Predictor, crop_boxes
 from posecli.errors import UserError
 from posecli.fileio import write_json
 from posecli.geometry import box_center_scale, fix_aspect_ratio
@@ -176,33 +176,26 @@ def _one_thread(_worker_id: int) -> None:
 
 
 def evaluate(predictor: Predictor | str | Path, ann_file: str | Path, images_dir: str | Path,
-             boxes_file: str | Path | None = None, *, batch_size: int = 32, workers: int | None = None,
+             boxes_file: str | Path | None = None, *, workers: int | None = None,
              out_dir: str | Path | None = None, nms: str = "oks", nms_thr: float = 0.9,
-             keypoint_score_thr: float = 0.2, min_box_score: float | None = None, compile: bool = False,
+             keypoint_score_thr: float = 0.2, min_box_score: float | None = None,
              progress: Progress | None = None, log: Callable[[str], None] = lambda _: None) -> EvalResult:  # fmt: skip
     """COCO keypoint AP of a model with detector boxes (``boxes_file``) or ground-truth boxes.
 
-    ``predictor`` is a built ``Predictor`` (its flip/decode settings are used) or a weights path
-    (flip test, standard decode). ``workers``: DataLoader workers, None = ``default_workers``.
-    ``compile``: torch.compile the network (``Predictor.compile``; on CPU build the predictor with
-    ``use_onednn=False`` for it). Writes ``results.keypoints.json`` and ``metrics.json`` to ``out_dir``.
+    ``predictor`` is a built ``Predictor`` (its ``settings`` decide flip, decode, batch size and how
+    the network runs) or a weights path (the default settings). ``workers``: DataLoader workers,
+    None = ``default_workers``. Writes ``results.keypoints.json`` and ``metrics.json`` to ``out_dir``.
     """
     if not isinstance(predictor, Predictor):
-        predictor = Predictor.from_weights(predictor, use_onednn=not compile)  # compiling replaces oneDNN
+        predictor = Predictor.from_weights(predictor)
     coco = read_coco(ann_file)
     predictor = fit_layout(predictor, coco.layout)
     boxes = read_detections(boxes_file, coco, min_box_score) if boxes_file else gt_boxes(coco)
     warnings = list(boxes.warnings)
     rank, world = _rank_world()
-    if compile and not predictor.compiled:
-        log("compiling the network (10-30 s for w32 on 2 CPU cores)")
-        try:
-            predictor = predictor.compile()
-        except CompileError as e:
-            warnings.append(f"{e}; evaluating with the eager network (same numbers, slower)")
     workers = default_workers(predictor.device) if workers is None else workers
-    index, keypoints, kpt_scores = predict_boxes(predictor, coco, Path(images_dir), boxes, batch_size, workers,
-                                                 (rank, world), progress)  # fmt: skip
+    index, keypoints, kpt_scores = predict_boxes(predictor, coco, Path(images_dir), boxes, predictor.settings.batch_size,
+                                                 workers, (rank, world), progress)  # fmt: skip
     if world > 1:
         parts = [None] * world if rank == 0 else None
         dist.gather_object((index, keypoints, kpt_scores), parts, dst=0)
@@ -246,10 +239,8 @@ def _summary(result: EvalResult, predictor: Predictor, ann_file, boxes_file, nms
         "num_results": result.num_results,
         "ann_file": str(ann_file),
         "boxes_file": str(boxes_file) if boxes_file else None,
-        "flip": predictor.model.flip_indices is not None,
-        "decode": "dark" if predictor.codec.dark else "standard",
+        "inference": {k: v if isinstance(v, (int, bool, type(None))) else str(v)
+                      for k, v in dataclasses.asdict(predictor.settings).items()},  # fmt: skip
         "nms": nms,
-        "compiled": predictor.compiled,
-        "onednn": predictor.onednn,
         "warnings": result.warnings,
     }

@@ -8,13 +8,16 @@ image (H, W, 3) uint8 BGR + boxes (N, 4) xyxy
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from posecli.choices import Decode, Network, Precision
 from posecli.codec import HeatmapCodec
+from posecli.errors import UserError
 from posecli.geometry import box_center_scale, fix_aspect_ratio, input_to_image, warp_image, warp_matrix
 from posecli.layouts import LAYOUTS, Layout
 from posecli.models import onednn
@@ -24,12 +27,43 @@ from posecli.models.topdown import TopDown, normalise
 from posecli.weights import ModelInfo, load_model
 
 
-CPU_CHUNK = 8  # crops per eager network call on CPU: 6-16 measure within 3%, all faster than 64 (docs/benchmarks.md)
+CPU_CHUNK = 8  # crops per eager network call on CPU: small calls keep activations in cache (docs/benchmarks.md)
 GPU_COMPILE_CHUNK = 64  # a compiled network needs one fixed call size; on GPU, batch 32 with flip
+TORCH_DTYPES = {Precision.FP32: torch.float32, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
 
 
-class CompileError(RuntimeError):
+class CompileError(UserError):
     """torch.compile could not build the network here (e.g. no C++ compiler for inductor's CPU kernels)."""
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How crops become keypoints at test time: one value, built once, used by eval, predict,
+    benchmark and validation alike. Only ``flip``, ``decode`` and ``precision`` change the numbers."""
+
+    device: str = "auto"  # auto (CUDA if there is one) | cpu | cuda | cuda:N
+    flip: bool = True  # flip test: average with the mirrored crop's heatmaps, as MMPose's test_cfg
+    decode: Decode = Decode.STANDARD
+    batch_size: int = 32  # crops per Predictor call; eval regroups crops across images to fill it
+    network: Network = Network.AUTO
+    precision: Precision = Precision.FP32
+    chunk: int | None = None  # crops per network call: None the network's default here, 0 the whole batch
+
+    def __post_init__(self):
+        for name, kind in (("decode", Decode), ("network", Network), ("precision", Precision)):
+            object.__setattr__(self, name, kind.parse(getattr(self, name), name))
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch size {self.batch_size!r}: must be a positive integer")
+        if self.chunk is not None and (not isinstance(self.chunk, int) or self.chunk < 0):
+            raise ValueError(f"chunk {self.chunk!r}: must be 0 (the whole batch) or a positive integer")
+
+    def replace(self, **changes) -> "InferenceSettings":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def label(self) -> str:
+        calls = [] if self.chunk is None else [f"chunk{self.chunk or 'all'}"]
+        return " ".join([str(self.precision), str(self.network), *calls] + ["flip"] * self.flip)
 
 
 def default_chunk(device: torch.device, onednn_network: bool = False) -> int | None:
@@ -74,9 +108,44 @@ def runs_on_onednn(net: torch.nn.Module, device: torch.device) -> bool:
 
 
 def pick_device(device: str | None) -> torch.device:
+    """``auto`` (or None): CUDA if this torch sees a GPU, else the CPU. Anything else as torch spells it."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def resolve_network(asked: Network, net: torch.nn.Module, device: torch.device, precision: Precision) -> Network:
+    """``auto`` -> the fastest way that gives the same keypoints here; an explicit choice is checked."""
+    fusable = precision == Precision.FP32 and runs_on_onednn(net, device)
+    if asked == Network.AUTO:
+        return Network.ONEDNN if fusable else Network.FOLDED
+    if asked == Network.ONEDNN and not fusable:
+        raise UserError("the onednn network runs float32 HRNets on the CPU only, with a torch that has oneDNN; "
+                        "choose the folded network here")  # fmt: skip
+    return asked
+
+
+class Cast(torch.nn.Module):
+    """``net`` in another precision: casts its float32 input (TopDown casts the heatmaps back)."""
+
+    def __init__(self, net: torch.nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.net, self.dtype = net.to(dtype), dtype
+
+    def forward(self, x):
+        return self.net(x.to(self.dtype))
+
+
+def prepare_network(net: torch.nn.Module, info: ModelInfo, network: Network, precision: Precision,
+                    device: torch.device) -> torch.nn.Module:  # fmt: skip
+    """A copy of ``net`` as ``network`` runs it, on ``device``, in ``precision``; ``net`` is not changed."""
+    if network == Network.ONEDNN:
+        return onednn.onednn_network(net, info.input_size)  # folds BN, on a copy; lives on the CPU
+    if network == Network.PLAIN:
+        net = copy.deepcopy(net).to(device).eval()
+    else:  # folded, and compiled (which compiles the folded network)
+        net = fuse_conv_bn(net).to(device).to(memory_format=torch.channels_last)
+    return net if precision == Precision.FP32 else Cast(net, TORCH_DTYPES[precision])
 
 
 @dataclass
@@ -88,42 +157,32 @@ class Predictor:
     layout: Layout
     info: ModelInfo
     device: torch.device
-    channels_last: bool = True
+    settings: InferenceSettings = InferenceSettings()
     keep: int | None = None  # keep only the first `keep` keypoints after decoding (combine -> COCO 17)
 
     @classmethod
-    def from_weights(cls, path, flip: bool = True, dark: bool = False, device: str | None = None,
-                     channels_last: bool = True, keep: int | None = None, fuse_bn: bool = True,
-                     use_onednn: bool = True) -> "Predictor":  # fmt: skip
+    def from_weights(cls, path, settings: InferenceSettings = InferenceSettings(), keep: int | None = None) -> "Predictor":
         net, info = load_model(path)
-        return cls.from_model(net, info, flip, dark, device, channels_last, keep, fuse_bn, use_onednn)
+        return cls.from_model(net, info, settings, keep)
 
     @classmethod
-    def from_model(cls, net, info: ModelInfo, flip: bool = True, dark: bool = False, device: str | None = None,
-                   channels_last: bool = True, keep: int | None = None, fuse_bn: bool = True,
-                   use_onednn: bool = True) -> "Predictor":  # fmt: skip
-        """``net`` itself is moved to the device and set to eval mode, unless ``fuse_bn`` works on a copy.
-
-        channels-last, BatchNorm folding and (on CPU, float32 HRNets) oneDNN's fused convolutions
-        are the defaults: `posecli benchmark` measures them fastest on CPU, and they change only
-        the float summation order (same keypoints and AP). A network already built by
-        ``onednn.onednn_network`` is taken as it is.
-        """
-        dev = pick_device(device)
-        layout = LAYOUTS[info.layout]
-        if use_onednn and fuse_bn and channels_last and runs_on_onednn(net, dev):
-            net = onednn.onednn_network(net, info.input_size)  # folds BN, on a copy
-        elif fuse_bn:
-            net = fuse_conv_bn(net)
-        fused = isinstance(net, onednn.FusedPoseHRNet)
-        if not fused:  # the fused network lives on the CPU, its packed weights in oneDNN's own layout
-            net = net.to(dev).eval()
-            if channels_last:  # same keypoints (README of the reference data); faster convolutions on CPU
-                net = net.to(memory_format=torch.channels_last)
-        model = TopDown(net, layout.flip_indices if flip else None, mean=info.mean, std=info.std,
-                        chunk=default_chunk(dev, fused))  # fmt: skip
-        codec = HeatmapCodec(info.input_size, info.heatmap_size, dark=dark)
-        return cls(model, codec, layout, info, dev, channels_last, keep)
+    def from_model(cls, net: torch.nn.Module, info: ModelInfo, settings: InferenceSettings = InferenceSettings(),
+                   keep: int | None = None) -> "Predictor":  # fmt: skip
+        """``net`` is not changed: every network works on a copy. One already built by
+        ``onednn.onednn_network`` is taken as it is."""
+        device = pick_device(settings.device)
+        if isinstance(net, onednn.FusedPoseHRNet):
+            network = Network.ONEDNN
+        else:
+            network = resolve_network(settings.network, net, device, settings.precision)
+            net = prepare_network(net, info, network, settings.precision, device)
+        settings = settings.replace(network=network)
+        chunk = default_chunk(device, network == Network.ONEDNN) if settings.chunk is None else settings.chunk or None
+        model = TopDown(net, LAYOUTS[info.layout].flip_indices if settings.flip else None, mean=info.mean,
+                        std=info.std, chunk=chunk)  # fmt: skip
+        codec = HeatmapCodec(info.input_size, info.heatmap_size, dark=settings.decode == Decode.DARK)
+        predictor = cls(model, codec, LAYOUTS[info.layout], info, device, settings, keep)
+        return predictor.compile() if network == Network.COMPILED else predictor
 
     def compile(self) -> "Predictor":
         """This predictor with its network also compiled by ``torch.compile`` (inductor, weights frozen).
@@ -131,13 +190,10 @@ class Predictor:
         The same heatmaps as eager. Compiling happens here, on one call of zeros; full calls of
         ``chunk`` crops then run compiled and a shorter last call runs eager, so nothing compiles
         again. Raises ``CompileError`` where inductor cannot build it, and for a oneDNN network
-        (already fused, and inductor would split it into many graphs): make the predictor with
-        ``use_onednn=False`` to compile. w32 on 2 CPU cores, with flip: compiled 1.06x the eager
-        folded network after 10-30 s, oneDNN 1.10x with no compiling (docs/benchmarks.md).
+        (already fused, and inductor would split it into many graphs).
         """
         if self.onednn:
-            raise CompileError("the oneDNN network is fused already and does not compile; build the predictor with "
-                               "use_onednn=False to compile")  # fmt: skip
+            raise CompileError("the onednn network is fused already and does not compile; compile the folded network")
         chunk = self.model.chunk or GPU_COMPILE_CHUNK
         compiled = torch.compile(self.model.net, options={"freezing": True})
         w, h = self.info.input_size
@@ -145,12 +201,15 @@ class Predictor:
             with torch.inference_mode():  # an input made as real calls make theirs: dynamo guards on its strides
                 compiled(normalise(torch.zeros(chunk, h, w, 3, dtype=torch.uint8, device=self.device)))
         except Exception as e:  # inductor raises many kinds (no compiler, unsupported op): all mean "stay eager"
-            raise CompileError(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
-        return dataclasses.replace(self, model=dataclasses.replace(self.model, chunk=chunk, compiled=compiled))
+            raise CompileError(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                               "the folded network gives the same keypoints without compiling") from e  # fmt: skip
+        model = dataclasses.replace(self.model, chunk=chunk, compiled=compiled)
+        return dataclasses.replace(self, model=model, settings=self.settings.replace(network=Network.COMPILED))
 
     def with_chunk(self, chunk: int | None) -> "Predictor":
         """The same predictor calling its network on ``chunk`` crops at a time (None: the whole batch)."""
-        return dataclasses.replace(self, model=dataclasses.replace(self.model, chunk=chunk))
+        settings = self.settings.replace(chunk=chunk or 0)
+        return dataclasses.replace(self, model=dataclasses.replace(self.model, chunk=chunk), settings=settings)
 
     @property
     def compiled(self) -> bool:
@@ -177,9 +236,10 @@ class Predictor:
         """Crops -> keypoints (N, K, 2) image px and scores (N, K)."""
         return decode_to_image(self.heatmaps(crops.images), self.codec, crops.centers, crops.scales)
 
-    def predict_image(self, image: np.ndarray, xyxy: np.ndarray, batch_size: int = 32):
+    def predict_image(self, image: np.ndarray, xyxy: np.ndarray):
         """One image and its boxes -> keypoints (N, K, 2), scores (N, K)."""
         crops = crop_boxes(image, xyxy, self.codec.input_size)
+        batch_size = self.settings.batch_size
         kpts, scores = [], []
         for i in range(0, len(xyxy), batch_size):
             k, s = self(crops.slice(i, i + batch_size))

@@ -23,7 +23,7 @@ import numpy as np
 from posecli.draw import draw_people
 from posecli.engine.cocometric import rescore
 from posecli.engine.detect import make_detector
-from posecli.engine.inference import Predictor
+from posecli.engine.inference import InferenceSettings, Predictor
 from posecli.errors import UserError
 from posecli.fileio import atomic_path, read_json, write_json
 from posecli.geometry import xywh_to_xyxy, xyxy_to_xywh
@@ -166,12 +166,10 @@ class PredictConfig:
     boxes: Path | None = None  # COCO detection results
     ann: Path | None = None  # COCO annotations naming the det file's image ids
     detector: str = "hog"  # hog | none | FILE.onnx
-    batch_size: int = 32
-    device: str | None = None
+    inference: InferenceSettings = InferenceSettings()
     min_box_score: float = 0.3
     min_keypoint_score: float = 0.3  # drawing only; the JSON keeps every keypoint
     draw: bool = True
-    flip: bool = True
 
 
 @dataclass
@@ -208,7 +206,7 @@ def predict(cfg: PredictConfig, progress: Callable[[int, int], None] = lambda do
     detector = make_detector(cfg.detector, cfg.min_box_score) if det_boxes is None else None
     find_boxes = BoxFinder(det_boxes, detector, cfg.min_box_score)
     summary.box_source = find_boxes.describe()
-    predictor = Predictor.from_weights(cfg.weights, flip=cfg.flip, device=cfg.device)
+    predictor = Predictor.from_weights(cfg.weights, cfg.inference)
 
     total = len(inputs.images) + sum(_frame_count(v) for v in inputs.videos)
     done, start = 0, time.perf_counter()
@@ -247,7 +245,7 @@ def predict(cfg: PredictConfig, progress: Callable[[int, int], None] = lambda do
     layout = predictor.layout
     write_json(summary.predictions, {
         "weights": str(cfg.weights), "arch": predictor.info.arch, "layout": layout.name,
-        "keypoint_names": list(layout.keypoints[: predictor.num_keypoints]), "flip": cfg.flip,
+        "keypoint_names": list(layout.keypoints[: predictor.num_keypoints]), "flip": cfg.inference.flip,
         "boxes": summary.box_source, "min_box_score": cfg.min_box_score,
         "images": image_records, "videos": video_records, "warnings": summary.warnings,
     })  # fmt: skip
@@ -259,7 +257,7 @@ def _predict_one(predictor: Predictor, find_boxes: BoxFinder, image: np.ndarray,
                  cfg: PredictConfig, summary: Summary) -> tuple[dict, np.ndarray | None]:  # fmt: skip
     """One image or frame -> its JSON record and, if drawing, the drawn copy."""
     boxes = find_boxes(image, path)
-    keypoints, scores = predictor.predict_image(image, boxes.xyxy, batch_size=cfg.batch_size)
+    keypoints, scores = predictor.predict_image(image, boxes.xyxy)
     summary.people += len(keypoints)
     summary.whole_image += boxes.source.startswith("whole image")
     record = {"width": image.shape[1], "height": image.shape[0], "box_source": boxes.source,

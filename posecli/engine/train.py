@@ -38,7 +38,7 @@ from posecli.engine.checkpoint import (
 )
 from posecli.engine.curves import MetricsLog
 from posecli.engine.evaluate import evaluate
-from posecli.engine.inference import Predictor, pick_device
+from posecli.engine.inference import InferenceSettings, Predictor, pick_device
 from posecli.engine.schedule import base_lr, lr_at
 from posecli.errors import UserError
 from posecli.fileio import atomic_path
@@ -203,9 +203,9 @@ def validate(model: torch.nn.Module, info: ModelInfo, preset: Preset, opts: RunO
     """COCO AP of a copy of the model (the training model stays in train mode); all ranks take part."""
     ann, images, boxes = validation_data(preset, opts)
     t = preset.test
-    predictor = Predictor.from_model(copy.deepcopy(model), info, flip=t.flip, dark=t.decode == "dark", device=str(d.device),
-                                     channels_last=opts.channels_last, keep=t.output_keypoints)  # fmt: skip
-    result = evaluate(predictor, ann, images, boxes, batch_size=t.batch_size,
+    settings = InferenceSettings(device=str(d.device), flip=t.flip, decode=t.decode, batch_size=t.batch_size)
+    predictor = Predictor.from_model(copy.deepcopy(model), info, settings, keep=t.output_keypoints)
+    result = evaluate(predictor, ann, images, boxes,
                       nms=t.nms, nms_thr=t.nms_thr, keypoint_score_thr=t.keypoint_score_thr, progress=progress)  # fmt: skip
     return dict(result.metrics, boxes="detector" if boxes else "ground truth")
 

@@ -1,0 +1,49 @@
+"""The closed sets of values that presets, the library and the CLI share, one home each.
+
+``str`` enumerations: a member equals its value (``Decode.DARK == "dark"``), YAML and JSON
+keep the plain string, and typer lists the choices in ``--help``.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Choice(str, Enum):
+    def __str__(self) -> str:  # "dark", not "Decode.DARK", in messages and metadata
+        return self.value
+
+    @classmethod
+    def parse(cls, value, what: str):
+        """``value`` as a member, or ValueError naming ``what`` and the valid values."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"{what} {value!r}: choose one of {', '.join(m.value for m in cls)}") from None
+
+
+class Decode(Choice):
+    STANDARD = "standard"  # arg-max + quarter-pixel step towards the higher neighbour
+    DARK = "dark"  # Gaussian blur, log, one Newton step (MMPose's unbiased decoding)
+
+
+class Nms(Choice):
+    OKS = "oks"
+    SOFT_OKS = "soft_oks"
+    NONE = "none"
+
+
+class Network(Choice):
+    """How the trained network runs at test time. All give the same keypoints (float32 summation order only)."""
+
+    AUTO = "auto"  # onednn where it runs (CPU, float32), else folded
+    PLAIN = "plain"  # as trained: BatchNorm layers, NCHW
+    FOLDED = "folded"  # BatchNorm folded into the convolutions, channels-last
+    ONEDNN = "onednn"  # folded, on oneDNN's fused convolutions (CPU, float32)
+    COMPILED = "compiled"  # folded, then torch.compile (inductor, weights frozen)
+
+
+class Precision(Choice):
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
