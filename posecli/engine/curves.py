@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from posecli import plots
-from posecli.fileio import atomic_path
+from posecli.fileio import append_text, atomic_path
 
 
 def _tensorboard(folder: Path):
@@ -56,8 +56,7 @@ class MetricsLog:
     def write(self, record: dict, log: Callable[[dict], None] | None = None) -> None:
         self._remember(record)
         if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_text(self.path, json.dumps(record) + "\n")  # a full disk: an error that names the file
             if self.tb is not None:
                 for key, value in record.items():
                     if isinstance(value, float) and key not in ("epoch", "iteration"):
