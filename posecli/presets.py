@@ -7,6 +7,7 @@ names it; ``--set train.lr=1e-3`` style overrides go through the same checks.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -118,18 +119,77 @@ class Preset:
     published: dict[str, float] = field(default_factory=dict)  # MMPose's COCO val2017 numbers
 
     def __post_init__(self):
-        if self.model.arch not in ARCHS:
-            raise UserError(f"preset {self.name}: model.arch {self.model.arch!r} is not one of {', '.join(ARCHS)}")
-        for where, layout in [("model.layout", self.model.layout), ("data.val.layout", self.data.val.layout)] + [
-            (f"data.train[{s.name}].layout", s.layout) for s in self.data.train
-        ]:
-            if layout not in LAYOUTS:
-                raise UserError(f"preset {self.name}: {where} {layout!r} is not one of {', '.join(LAYOUTS)}")
-        if self.test.decode not in ("standard", "dark"):
-            raise UserError(f"preset {self.name}: test.decode must be 'standard' or 'dark'")
+        problem = _problem(self)
+        if problem:
+            raise UserError(f"preset {self.name}: {problem}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+NMS_MODES = ("oks", "soft_oks", "none")  # engine.cocometric's
+DECODES = ("standard", "dark")
+STRIDE = 4  # HRNet's heatmaps are a quarter of its input
+INPUT_MULTIPLE = 32  # its lowest-resolution branch is 1/32 of the input: other sizes do not fit together
+
+
+def _problem(p: Preset) -> str | None:
+    """The first value of ``p`` that is out of range or not a known choice, as "key value: what it must be"."""
+    m, a, t, v, tr = p.model, p.augment, p.train, p.data.val, p.test
+    layouts = [("model.layout", m.layout), ("data.val.layout", v.layout)] + [
+        (f"data.train[{s.name}].layout", s.layout) for s in p.data.train]  # fmt: skip
+    probs = {f"augment.{k}": getattr(a, k) for k in ("flip_prob", "half_body_prob", "half_body_upper_prob", "shift_prob",
+                                                     "scale_prob", "rotate_prob")}  # fmt: skip
+    checks = [
+        ("model.arch", m.arch, m.arch in ARCHS, f"choose one of {', '.join(ARCHS)}"),
+        *[(key, value, value in LAYOUTS, f"choose one of {', '.join(LAYOUTS)}") for key, value in layouts],
+        ("model.input_size", m.input_size, all(s > 0 and s % INPUT_MULTIPLE == 0 for s in m.input_size),
+         f"(w, h) must be positive multiples of {INPUT_MULTIPLE}"),
+        ("model.heatmap_size", m.heatmap_size, tuple(m.heatmap_size) == tuple(s // STRIDE for s in m.input_size),
+         f"must be model.input_size / {STRIDE}, {tuple(s // STRIDE for s in m.input_size)}"),
+        ("model.sigma", m.sigma, m.sigma > 0, "must be > 0"),
+        ("data.train", len(p.data.train), len(p.data.train) > 0, "needs at least one source"),
+        ("data.val.interval", v.interval, v.interval >= 1, "must be >= 1 (epochs)"),
+        *[(key, value, 0 <= value <= 1, "a probability must be in [0, 1]") for key, value in probs.items()],
+        *[(f"augment.{k}", getattr(a, k), getattr(a, k) >= 0, "must be >= 0")
+          for k in ("half_body_min_keypoints", "half_body_min_upper", "half_body_min_lower", "shift_factor", "rotate_factor")],
+        ("augment.half_body_padding", a.half_body_padding, a.half_body_padding > 0, "must be > 0"),
+        ("augment.scale_range", a.scale_range, 0 < a.scale_range[0] <= a.scale_range[1], "must be (low, high), 0 < low <= high"),
+        ("train.epochs", t.epochs, t.epochs >= 1, "must be >= 1"),
+        ("train.batch_size", t.batch_size, t.batch_size >= 1, "must be >= 1"),
+        ("train.reference_gpus", t.reference_gpus, t.reference_gpus >= 1, "must be >= 1"),
+        ("train.optimizer", t.optimizer, t.optimizer == "adam", "only adam is implemented (MMPose's HRNet recipe)"),
+        ("train.lr", t.lr, t.lr > 0, "must be > 0"),
+        ("train.weight_decay", t.weight_decay, t.weight_decay >= 0, "must be >= 0"),
+        ("train.warmup_iters", t.warmup_iters, t.warmup_iters >= 0, "must be >= 0"),
+        ("train.warmup_factor", t.warmup_factor, 0 < t.warmup_factor <= 1, "must be in (0, 1]"),
+        ("train.milestones", t.milestones, all(e >= 0 for e in t.milestones), "epochs must be >= 0"),
+        ("train.gamma", t.gamma, t.gamma > 0, "must be > 0"),
+        ("train.base_batch_size", t.base_batch_size, t.base_batch_size >= 1, "must be >= 1"),
+        ("train.use_target_weight", t.use_target_weight, t.use_target_weight, "only true is implemented (MMPose's recipe)"),
+        ("train.workers", t.workers, t.workers >= 0, "must be >= 0"),
+        ("train.seed", t.seed, t.seed >= 0, "must be >= 0"),
+        ("train.checkpoint_interval", t.checkpoint_interval, t.checkpoint_interval >= 1, "must be >= 1 (epochs)"),
+        ("test.decode", tr.decode, tr.decode in DECODES, f"choose one of {', '.join(DECODES)}"),
+        ("test.nms", tr.nms, tr.nms in NMS_MODES, f"choose one of {', '.join(NMS_MODES)}"),
+        ("test.nms_thr", tr.nms_thr, 0 <= tr.nms_thr <= 1, "must be in [0, 1]"),
+        ("test.keypoint_score_thr", tr.keypoint_score_thr, 0 <= tr.keypoint_score_thr <= 1, "must be in [0, 1]"),
+        ("test.score_mode", tr.score_mode, tr.score_mode == "bbox_keypoint", "only bbox_keypoint is implemented"),
+        ("test.shift_heatmap", tr.shift_heatmap, tr.shift_heatmap, "only true is implemented (MMPose's flip test)"),
+        ("test.batch_size", tr.batch_size, tr.batch_size >= 1, "must be >= 1"),
+    ]
+    if m.layout in LAYOUTS and tr.output_keypoints is not None:
+        k = LAYOUTS[m.layout].num_keypoints
+        checks.append(("test.output_keypoints", tr.output_keypoints, 1 <= tr.output_keypoints <= k,
+                       f"must be null or 1..{k} (the {m.layout} layout's keypoints)"))  # fmt: skip
+    for key, value, ok, must in checks:
+        if not ok:
+            return f"{key} {_show(value)}: {must}"
+    return None
+
+
+def _show(value) -> str:
+    return repr(list(value)) if isinstance(value, tuple) else repr(value)
 
 
 def _convert(value, hint, where: str):
@@ -157,13 +217,15 @@ def _convert(value, hint, where: str):
         if not isinstance(value, dict):
             raise UserError(f"{where}: expected a mapping")
         return {str(k): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
     if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
         try:
-            return float(value)
+            value = float(value)
         except ValueError:
             pass
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise UserError(f"{where}: expected a finite number, got {value!r}")
+        return float(value)
     if hint in (int, str, bool) and type(value) is hint:
         return value
     raise UserError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")

@@ -65,3 +65,37 @@ def test_a_mistyped_key_in_a_file_is_named(tmp_path):
 def test_unknown_preset_lists_the_bundled_ones():
     with pytest.raises(UserError, match="coco-aic-merge"):
         load_preset("mpii")
+
+
+@pytest.mark.parametrize("override, words", [
+    ("test.nms=bogus", "test.nms 'bogus': choose one of oks, soft_oks, none"),
+    ("test.decode=fast", "test.decode 'fast': choose one of standard, dark"),
+    ("model.layout=mpii", "model.layout 'mpii': choose one of"),
+    ("train.optimizer=sgd", "train.optimizer 'sgd': only adam"),
+    ("train.epochs=0", "train.epochs 0: must be >= 1"),
+    ("train.batch_size=-2", "train.batch_size -2: must be >= 1"),
+    ("train.workers=-1", "train.workers -1: must be >= 0"),
+    ("train.lr=0", "train.lr 0.0: must be > 0"),
+    ("train.lr=.nan", "train.lr: expected a finite number"),
+    ("train.checkpoint_interval=0", "train.checkpoint_interval 0: must be >= 1"),
+    ("data.val.interval=0", "data.val.interval 0: must be >= 1"),
+    ("augment.flip_prob=1.5", "augment.flip_prob 1.5: a probability must be in [0, 1]"),
+    ("augment.scale_range=[1.5, 0.5]", "augment.scale_range [1.5, 0.5]: must be (low, high)"),
+    ("model.input_size=[100, 100]", "model.input_size [100, 100]: (w, h) must be positive multiples of 32"),
+    ("model.heatmap_size=[16, 24]", "model.heatmap_size [16, 24]: must be model.input_size / 4, (48, 64)"),
+    ("test.nms_thr=2", "test.nms_thr 2.0: must be in [0, 1]"),
+    ("test.output_keypoints=18", "test.output_keypoints 18: must be null or 1..17"),
+    ("test.shift_heatmap=false", "test.shift_heatmap False: only true is implemented"),
+])
+def test_values_are_checked_when_the_preset_loads(override, words):
+    """Every choice and range fails at load time (before any training), naming the key and what it must be."""
+    with pytest.raises(UserError) as e:
+        load_preset("coco", [override])
+    assert words in str(e.value)
+
+
+def test_nms_choices_are_the_metrics():
+    from posecli.engine.cocometric import NMS_MODES as ENGINE_NMS
+    from posecli.presets import NMS_MODES
+
+    assert NMS_MODES == tuple(ENGINE_NMS)

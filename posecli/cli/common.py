@@ -8,6 +8,7 @@ from typing import Callable
 import typer
 from rich.console import Console
 
+from posecli.devices import device_problem
 from posecli.errors import UserError
 
 console = Console(stderr=True)
@@ -29,6 +30,14 @@ def user_errors(fn: Callable) -> Callable:
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def device_option(value: str | None, flag: str = "--device") -> str | None:
+    """The shared device check of every command: ``--device gpu`` fails here, in seconds, listing the valid names."""
+    problem = device_problem(value)
+    if problem:
+        raise UserError(f"{flag} {value}: {problem}")
+    return value
 
 
 def not_yet(issue: str) -> None:
