@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from posecli.cli.common import console, out, user_errors
+from posecli.cli.common import console, device_option, out, user_errors
 from posecli.engine.train import RunOptions
 from posecli.engine.train import train as run_training
 
@@ -28,6 +28,9 @@ class TrainView:
             console.print(f"[bold]train[/] {e['preset']}: {e['arch']}, {e['instances']} instances, {e['world']} "
                           f"process(es) on {e['device']}, global batch {e['global_batch']}, lr {e['lr']:.3g}; {how}",
                           highlight=False)  # fmt: skip
+            if e["epoch"] >= e["epochs"]:
+                console.print(f"[yellow]note:[/] the run has done all its {e['epochs']} epochs; nothing to train "
+                              "(--resume --epochs N extends it to N)", highlight=False)  # fmt: skip
         elif kind == "epoch":
             if self.task is not None:
                 self.bar.remove_task(self.task)
@@ -53,15 +56,18 @@ def train(
     data_root: Annotated[Optional[Path], typer.Option(help="Root of the preset's data paths (coco/..., aic/...).")] = None,
     workdir: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/PRESET).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Preset override key=value, e.g. train.lr=1e-3; repeatable.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Same as --set train.epochs=N.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Per process; same as --set train.batch_size=N.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="DataLoader workers; same as --set train.workers=N.")] = None,
-    micro_batches: Annotated[int, typer.Option(help="Split each batch into this many forward/backward passes (gradient "
-                                                    "accumulation; chunk j = what rank j of that many would get).")] = 1,  # fmt: skip
-    checkpoint_iters: Annotated[int, typer.Option(help="Also save `last` every N iterations (0: at epoch ends only).")] = 0,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Same as --set train.epochs=N; with --resume, extends the run to N epochs.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Per process; same as --set train.batch_size=N.")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers; same as --set train.workers=N.")] = None,
+    micro_batches: Annotated[Optional[int], typer.Option(min=1, help="Split each batch into this many forward/backward passes "
+                                                         "(gradient accumulation; chunk j = what rank j of that many would "
+                                                         "get). Default 1, or the resumed run's.")] = None,  # fmt: skip
+    checkpoint_iters: Annotated[Optional[int], typer.Option(min=0, help="Also save `last` every N iterations (0: at epoch "
+                                                            "ends only). Default 0, or the resumed run's.")] = None,  # fmt: skip
     amp: Annotated[bool, typer.Option(help="Mixed precision: float16 + GradScaler on CUDA; bfloat16 on CPU (slow).")] = False,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N (default: cuda if available).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --workdir from its last.state.pt.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --workdir from its last.state.pt, with the checkpoint's "
+                                              "preset and settings (--sample, --data-root, ... need not be repeated).")] = False,  # fmt: skip
     resume_from: Annotated[Optional[Path], typer.Option(help="Continue a run from this .state.pt file (implies --resume).")] = None,
     init_backbone: Annotated[Optional[Path], typer.Option(help="ImageNet HRNet .pth (e.g. hrnet_w32-36af842e.pth) for the backbone.")] = None,
     sample: Annotated[bool, typer.Option(help="Train on the bundled sample (4 COCO + 3 AIC images), small model and schedule.")] = False,
@@ -70,6 +76,7 @@ def train(
 
     The run folder gets preset.yaml, metrics.jsonl, curves.png, last/best .safetensors + .state.pt.
     """
+    device_option(device)
     overrides = list(set_ or [])
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("workers", workers)):
         if value is not None:

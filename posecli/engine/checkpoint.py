@@ -1,26 +1,32 @@
 """Training checkpoints: ``NAME.safetensors`` (weights for eval/predict) + ``NAME.state.pt`` (everything to resume).
 
-The state file holds the model's tensors too, so resuming reads one file that was
-renamed into place whole: a run killed between the two writes still resumes exactly.
-It is a plain dict of tensors, numbers, strings and containers, read with
-``torch.load(weights_only=True)``.
+The two are written as one unit: both to temporary files first (a full disk leaves the
+previous pair), then renamed, the state first. The state holds the model's tensors too, and
+both files carry the same random checkpoint id, so a run killed between the two renames
+resumes exactly from the state and rewrites the weights file that lags behind
+(``repair_weights``); the weights file is never newer than the state. The state is a plain
+dict of tensors, numbers, strings and containers, read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
 
 from posecli.errors import UserError
-from posecli.fileio import atomic_path
-from posecli.weights import ModelInfo, save_weights
+from posecli.fileio import atomic_paths, write_bytes
+from posecli.weights import ModelInfo, read_pth
 
 FORMAT = "posecli-train-state/1"
 
 # Settings that change what a step computes; a resumed run must keep them.
 RUN_KEYS = ("batch_size", "world_size", "micro_batches", "sample", "amp")
+ID_KEY = "checkpoint_id"  # in the weights file's metadata and in the state: the same for a pair
 
 
 @dataclass
@@ -39,11 +45,21 @@ def state_path(workdir: Path, name: str) -> Path:
     return Path(workdir) / f"{name}.state.pt"
 
 
+def weights_path(state_file: Path) -> Path:
+    """``W/NAME.state.pt`` -> ``W/NAME.safetensors``, its pair."""
+    return Path(state_file).with_name(Path(state_file).name.removesuffix(".state.pt") + ".safetensors")
+
+
+def _weights_bytes(weights: dict[str, torch.Tensor], info: ModelInfo, checkpoint_id: str) -> bytes:
+    # serialised in memory, written by fileio: safetensors' own file writer hides a full disk's OSError
+    return safetensors_bytes(weights, metadata={**info.to_metadata(), ID_KEY: checkpoint_id})
+
+
 def save_checkpoint(workdir: Path, name: str, model: torch.nn.Module, info: ModelInfo, optimizer, scaler,
                     state: TrainState, preset: dict, run: dict) -> None:  # fmt: skip
-    """Write ``NAME.safetensors`` and ``NAME.state.pt`` atomically (each file is whole or absent)."""
-    weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    save_weights(Path(workdir) / f"{name}.safetensors", weights, info)
+    """Write ``NAME.state.pt`` and ``NAME.safetensors`` as a pair: both complete, or the previous pair."""
+    weights = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    checkpoint_id = secrets.token_hex(8)
     blob = {
         "format": FORMAT,
         "model": weights,
@@ -53,24 +69,48 @@ def save_checkpoint(workdir: Path, name: str, model: torch.nn.Module, info: Mode
         "state": vars(state).copy(),
         "preset": preset,
         "run": run,
+        ID_KEY: checkpoint_id,
     }
-    with atomic_path(state_path(workdir, name)) as tmp:
-        torch.save(blob, tmp)
+    data = _weights_bytes(weights, info, checkpoint_id)
+    path = state_path(workdir, name)
+    with atomic_paths([path, weights_path(path)]) as (state_tmp, weights_tmp):  # renamed in this order
+        with open(state_tmp, "wb") as f:
+            torch.save(blob, f)
+        with open(weights_tmp, "wb") as f:
+            f.write(data)
 
 
 def load_state(path: Path) -> dict:
     """A ``.state.pt`` file, read without running any code from it."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no training state to resume from; start a new run without --resume "
-                        "(or give --resume-from the .state.pt file of the run)")  # fmt: skip
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"{path}: not a readable posecli training state ({str(e).splitlines()[0][:200]})") from None
+        started = (path.parent / "metrics.jsonl").is_file() and path.name == "last.state.pt"
+        why = (f"{path.parent} holds a run that stopped before its first checkpoint (nothing to resume); start it "
+               "again without --resume" if started else "start a new run without --resume (or give --resume-from "
+               "the .state.pt file of the run)")  # fmt: skip
+        raise UserError(f"{path}: no training state to resume from; {why}")
+    blob = read_pth(path, stand_ins=False)  # weights_only's rules; refuses code, names a damaged file
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise UserError(f"{path}: not a posecli training state (format {FORMAT} expected)")
     return blob
+
+
+def pair_matches(state_file: Path, blob: dict) -> bool:
+    """Whether ``NAME.safetensors`` beside the state is the one saved with it (states before the id: assumed)."""
+    if ID_KEY not in blob:
+        return True
+    try:
+        with safe_open(str(weights_path(state_file)), framework="pt") as f:
+            return (f.metadata() or {}).get(ID_KEY) == blob[ID_KEY]
+    except (SafetensorError, OSError):
+        return False
+
+
+def repair_weights(state_file: Path, blob: dict, info: ModelInfo) -> Path:
+    """Rewrite ``NAME.safetensors`` from the state's model tensors (a run killed between the pair's renames)."""
+    path = weights_path(state_file)
+    write_bytes(path, _weights_bytes(blob["model"], info, blob.get(ID_KEY, "")))
+    return path
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:

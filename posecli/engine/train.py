@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -27,25 +28,28 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from posecli.data.dataset import build_train_dataset, sample_preset_paths, worker_init
+from posecli.devices import parse_device
 from posecli.engine.checkpoint import (
     TrainState,
     check_compatible,
     load_backbone,
     load_state,
+    pair_matches,
+    repair_weights,
     restore,
     save_checkpoint,
     state_path,
 )
 from posecli.engine.curves import MetricsLog
 from posecli.engine.evaluate import evaluate
-from posecli.engine.inference import InferenceSettings, Predictor, pick_device
+from posecli.engine.inference import InferenceSettings, Predictor
 from posecli.engine.schedule import base_lr, lr_at
 from posecli.errors import UserError
-from posecli.fileio import atomic_path
+from posecli.fileio import check_folder, write_text
 from posecli.layouts import get_layout
 from posecli.models.hrnet import build_model
 from posecli.models.topdown import normalise
-from posecli.presets import Preset, load_preset, preset_from_dict
+from posecli.presets import Preset, apply_overrides, load_preset, preset_from_dict
 from posecli.weights import ModelInfo
 
 Event = Callable[[dict], None]  # every record of metrics.jsonl, plus "start", "epoch", "note" and "done" events
@@ -60,6 +64,8 @@ SAMPLE_SETTINGS = ["model.arch=hrnet-small", "model.input_size=[64,96]", "model.
 
 @dataclass(frozen=True)
 class RunOptions:
+    """What the command line says; when resuming, what it leaves out comes from the checkpoint (``resumed``)."""
+
     workdir: Path
     data_root: Path | None = None
     sample: bool = False
@@ -67,9 +73,19 @@ class RunOptions:
     init_backbone: Path | None = None
     amp: bool = False
     device: str | None = None  # cpu, cuda, cuda:N; default cuda if available
-    micro_batches: int = 1  # gradient accumulation: each batch in this many forward/backward passes
-    checkpoint_iters: int = 0  # also save `last` every this many iterations (0: only at epoch ends)
+    micro_batches: int | None = None  # gradient accumulation: each batch in this many forward/backward passes (1)
+    checkpoint_iters: int | None = None  # also save `last` every this many iterations (0: only at epoch ends)
     channels_last: bool = True  # faster convolutions on CPU, same training (benchmarks/train_step.py)
+
+    def resumed(self, run: dict | None) -> "RunOptions":
+        """Unset options from the checkpoint's run settings (``run``; None for a new run: the defaults)."""
+        run = run or {}
+        root = self.data_root or (Path(run["data_root"]) if run.get("data_root") else None)
+        return dataclasses.replace(
+            self, data_root=root, sample=self.sample or bool(run.get("sample")), amp=self.amp or bool(run.get("amp")),
+            micro_batches=self.micro_batches or run.get("micro_batches", 1),
+            checkpoint_iters=run.get("checkpoint_iters", 0) if self.checkpoint_iters is None else self.checkpoint_iters,
+        )  # fmt: skip
 
 
 @dataclass
@@ -115,7 +131,7 @@ class Dist:
 def setup_distributed(device: str | None) -> Dist:
     """One process, or one of torchrun's (WORLD_SIZE > 1): NCCL on CUDA (one GPU per process), gloo on CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    dev = pick_device(device)
+    dev = parse_device(device)
     if world == 1:
         return Dist(0, 1, dev)
     if dev.type == "cuda":
@@ -160,20 +176,18 @@ class RunningStats:
             self.keep(c)
 
 
-def resolve_preset(name: str | None, overrides: list[str], opts: RunOptions, log: Event) -> tuple[Preset, dict | None]:
-    """The preset of this run (sample settings first, then --set) and the state to resume from, if any."""
-    blob = load_state(opts.resume) if opts.resume else None
+def resolve_preset(name: str | None, overrides: list[str], opts: RunOptions, blob: dict | None, log: Event) -> Preset:
+    """The preset of this run: the named one (sample settings first, then the overrides), or else the
+    checkpoint's with the overrides (``train.epochs=N`` extends a resumed run; check_compatible refuses
+    the ones that would change what the run computes)."""
     if name is None:
         if blob is None:
             raise UserError("no --preset: name one of the bundled presets (coco, coco-aic-merge, coco-aic-combine) or a .yaml")
-        preset = preset_from_dict(yaml.safe_load(yaml.safe_dump(_lists(blob["preset"]))))
-        if overrides:
-            raise UserError("--set with --resume needs --preset too (the checkpoint's preset is used otherwise)")
-        return preset, blob
+        return preset_from_dict(apply_overrides(_lists(blob["preset"]), list(overrides)))
     extra = SAMPLE_SETTINGS if opts.sample else []
-    if extra:
+    if extra and blob is None:
         log({"kind": "note", "text": "--sample: " + ", ".join(extra) + " (override with --set)"})
-    return load_preset(name, extra + list(overrides)), blob
+    return load_preset(name, extra + list(overrides))
 
 
 def _lists(value):
@@ -183,7 +197,10 @@ def _lists(value):
 
 
 def check_workdir(workdir: Path, resuming: bool) -> None:
-    if not resuming and (state_path(workdir, "last").exists() or (workdir / "metrics.jsonl").exists()):
+    """A new run needs a folder without another run's checkpoint or log (one that stopped before training
+    its first step, with an empty log, may be started again)."""
+    log = workdir / "metrics.jsonl"
+    if not resuming and (state_path(workdir, "last").exists() or (log.is_file() and log.stat().st_size > 0)):
         raise UserError(f"{workdir} holds another run (last.state.pt / metrics.jsonl); continue it with --resume, "
                         "or give a new --workdir")  # fmt: skip
 
@@ -235,8 +252,9 @@ class Run:
     lr0: float
     settings: dict  # what a resumed run must keep (checkpoint.RUN_KEYS)
 
-    def save(self, name: str) -> None:
-        self.stats.sync()
+    def save(self, name: str, sync: bool = True) -> None:
+        if sync:
+            self.stats.sync()
         if self.d.main:
             self.state.log_records = self.metrics.count
             save_checkpoint(self.opts.workdir, name, self.model, self.info, self.optimizer, self.scaler, self.state,
@@ -244,20 +262,32 @@ class Run:
 
 
 def setup(preset_name: str | None, overrides: list[str], opts: RunOptions, log: Event) -> Run:
-    """Preset, data, model (seeded init, or ImageNet backbone), optimiser; restored when resuming."""
-    if opts.micro_batches < 1 or opts.checkpoint_iters < 0:
-        raise UserError("--micro-batches must be >= 1 and --checkpoint-iters >= 0")
+    """Preset, data, model (seeded init, or ImageNet backbone), optimiser; restored when resuming.
+
+    Everything that can be checked is checked here, before the first step: device, values, the run folder.
+    """
+    if opts.micro_batches is not None and opts.micro_batches < 1:
+        raise UserError(f"micro-batches {opts.micro_batches}: must be >= 1")
+    if opts.checkpoint_iters is not None and opts.checkpoint_iters < 0:
+        raise UserError(f"checkpoint every {opts.checkpoint_iters} iterations: must be >= 0 (0: at epoch ends only)")
     d = setup_distributed(opts.device)
-    preset, blob = resolve_preset(preset_name, overrides, opts, log)
-    cfg, workdir = preset.train, Path(opts.workdir)
+    workdir = Path(opts.workdir)
+    check_folder(workdir)
+    blob = load_state(opts.resume) if opts.resume else None
+    opts = opts.resumed(blob["run"] if blob is not None else None)
+    preset = resolve_preset(preset_name, overrides, opts, blob, log)
+    cfg = preset.train
     if cfg.batch_size % opts.micro_batches:
-        raise UserError(f"batch size {cfg.batch_size} is not divisible by --micro-batches {opts.micro_batches}")
-    if cfg.optimizer != "adam":
-        raise UserError(f"train.optimizer {cfg.optimizer!r}: only adam is implemented (MMPose's HRNet recipe)")
+        raise UserError(f"batch size {cfg.batch_size} does not split into {opts.micro_batches} equal micro-batches")
     settings = {"batch_size": cfg.batch_size, "world_size": d.world, "micro_batches": opts.micro_batches,
-                "sample": opts.sample, "amp": opts.amp, "data_root": str(opts.data_root) if opts.data_root else None}  # fmt: skip
+                "sample": opts.sample, "amp": opts.amp, "data_root": str(opts.data_root) if opts.data_root else None,
+                "checkpoint_iters": opts.checkpoint_iters}  # fmt: skip
     if blob is not None:
         check_compatible(opts.resume, blob, preset.to_dict(), settings)
+        done = blob["state"]["epoch"]
+        if cfg.epochs < done:
+            raise UserError(f"{opts.resume}: the run has done {done} epochs; it cannot be cut to {cfg.epochs} "
+                            f"(resume it to {done} or more epochs, or evaluate its weights)")  # fmt: skip
     check_workdir(workdir, blob is not None)
     dataset = build_train_dataset(preset, opts.data_root, cfg.seed, sample=opts.sample)
     layout = get_layout(preset.model.layout)
@@ -279,18 +309,26 @@ def setup(preset_name: str | None, overrides: list[str], opts: RunOptions, log: 
     if opts.amp and d.device.type == "cpu":
         log({"kind": "note", "text": "--amp on CPU: bfloat16 autocast; without bf16 hardware it can be slower than float32 (measure first)"})
     state = restore(blob, model, optimizer, scaler) if blob is not None else TrainState()
+    if blob is not None and d.main and not pair_matches(opts.resume, blob):
+        repaired = repair_weights(opts.resume, blob, info)
+        log({"kind": "note", "text": f"{repaired} was not the one saved with {opts.resume.name} (a run stopped "
+             "while saving): rewritten from it"})  # fmt: skip
     # Each rank keeps its own BN statistics between syncs (RunningStats), as MMPose's DDP wrapper does.
     net = DistributedDataParallel(model, forward_sync_buffers=False) if d.world > 1 else model
     metrics = MetricsLog(workdir / "metrics.jsonl", enabled=d.main, keep=state.log_records if blob else 0)
     if d.main:
-        with atomic_path(workdir / "preset.yaml") as tmp:
-            tmp.write_text(yaml.safe_dump(_lists(preset.to_dict()), sort_keys=False))
+        write_text(workdir / "preset.yaml", yaml.safe_dump(_lists(preset.to_dict()), sort_keys=False))
     lr0 = base_lr(cfg, global_batch(preset, d.world))
     log({"kind": "start", "preset": preset.name, "arch": preset.model.arch, "instances": len(dataset),
          "world": d.world, "device": str(d.device), "global_batch": global_batch(preset, d.world), "lr": lr0,
-         "epoch": state.epoch, "step": state.step, "resumed": blob is not None})  # fmt: skip
+         "epoch": state.epoch, "epochs": cfg.epochs, "step": state.step, "resumed": blob is not None})  # fmt: skip
     stats = RunningStats(model, opts.micro_batches, d.world)
-    return Run(preset, opts, d, dataset, info, model, net, optimizer, scaler, state, stats, metrics, lr0, settings)
+    r = Run(preset, opts, d, dataset, info, model, net, optimizer, scaler, state, stats, metrics, lr0, settings)
+    if blob is None:
+        # A checkpoint of step 0: a full disk or an unwritable folder shows now, not after the first
+        # epoch, and a run killed at any point can be resumed. The BN copies are all equal yet: no sync.
+        r.save("last", sync=False)
+    return r
 
 
 def train_step(r: Run, parts: list[dict], lr: float) -> float:
@@ -340,6 +378,7 @@ def train(preset_name: str | None, overrides: list[str], opts: RunOptions, log: 
     """Train a preset; writes the run folder (see the CLI's help); -> the final state."""
     log = log if int(os.environ.get("RANK", "0")) == 0 else (lambda e: None)  # only rank 0 reports
     r = setup(preset_name, overrides, opts, log)
+    opts = r.opts  # with what a resumed run took from its checkpoint
     state, cfg, micro = r.state, r.preset.train, opts.micro_batches
     while state.epoch < cfg.epochs:
         epoch = state.epoch
