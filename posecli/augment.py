@@ -9,8 +9,11 @@
 Each step is a pure function of a ``Sample`` and the random numbers it needs, which
 come from a ``Draws`` object in the order MMPose consumes them. Tests script the
 draws to replay MMPose's; training draws them from a generator seeded by (seed, epoch, index).
-The arithmetic stays float32 where MMPose's does: the crops and targets then agree
-with MMPose's bit for bit (reference README §5, §7 item 8).
+The arithmetic keeps MMPose's dtypes: float32, except that keypoints mapped from another
+layout are float64 (MMPose's KeypointConverter writes them into float64 arrays), and so are
+the half-body centre and scale made from them and everything computed from those. The crops
+and targets then agree with MMPose's bit for bit for plain and remapped sources alike
+(reference README §5, §7 item 8; tests/test_diff_train.py).
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ class Sample:
     """One person on its way through the pipeline; image and keypoints are in image pixels until the crop."""
 
     image: np.ndarray  # (H, W, 3) uint8 BGR: the whole image, after affine_crop the (h, w) network input
-    keypoints: np.ndarray  # (K, 2) float32 xy: image px, after affine_crop input px
-    visible: np.ndarray  # (K,) float32: 0 = unlabelled, 1 = labelled (annotation v clipped to 1)
-    center: np.ndarray  # (2,) float32: centre of the region to crop, image px
-    scale: np.ndarray  # (2,) float32: (w, h) of that region, image px
+    keypoints: np.ndarray  # (K, 2) xy, float32 (float64 if remapped): image px, after affine_crop input px
+    visible: np.ndarray  # (K,) float32 (float64 if remapped): 0 = unlabelled, 1 = labelled (annotation v clipped to 1)
+    center: np.ndarray  # (2,) float32, float64 after a half body of remapped keypoints: centre of the region to crop, image px
+    scale: np.ndarray  # (2,) same dtype as center: (w, h) of that region, image px
     rotation: np.float32 = np.float32(0.0)  # degrees; float32 as MMPose's, the warp matrix depends on it
 
 
@@ -62,10 +65,15 @@ class Draws:
         return np.array(kept, dtype=np.float32)
 
 
-def from_box(image: np.ndarray, keypoints: np.ndarray, visible: np.ndarray, xyxy: np.ndarray) -> Sample:
-    """A sample whose crop is the padded box (K, 2) keypoints, (K,) visibility, (4,) float32 xyxy."""
+def from_box(image: np.ndarray, keypoints: np.ndarray, visible: np.ndarray, xyxy: np.ndarray, remapped: bool = False) -> Sample:
+    """A sample whose crop is the padded box: (K, 2) keypoints, (K,) visibility, (4,) float32 xyxy.
+
+    ``remapped``: the keypoints were mapped from another layout. MMPose's KeypointConverter
+    then holds them (and the visibility) in float64; the values are the source's float32 ones.
+    """
+    dtype = np.float64 if remapped else np.float32
     center, scale = box_center_scale(xyxy)
-    return Sample(image, keypoints.astype(np.float32), visible.astype(np.float32), center[0], scale[0])
+    return Sample(image, np.asarray(keypoints).astype(dtype), np.asarray(visible).astype(dtype), center[0], scale[0])
 
 
 def random_flip(s: Sample, draws, flip_indices: tuple[int, ...], prob: float) -> Sample:
@@ -99,7 +107,7 @@ def random_half_body(s: Sample, draws, upper_ids: tuple[int, ...], lower_ids: tu
         return s
     ids = upper if (upper_ok and (prefer_upper or not lower_ok)) else lower
     selected = s.keypoints[ids]
-    center = selected.mean(axis=0)  # the mean, not the middle of the extent
+    center = selected.mean(axis=0)  # the mean, not the middle of the extent; the keypoints' dtype
     scale = (selected.max(axis=0) - selected.min(axis=0)) * cfg.half_body_padding
     return replace(s, center=center, scale=scale)
 
@@ -126,7 +134,7 @@ def augment(s: Sample, draws, cfg: AugmentCfg, layout: Layout) -> Sample:
 
 
 def crop_warp(s: Sample, input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """-> (2,) float32 scale with the input's aspect ratio, 2x3 float64 image -> input affine."""
+    """-> (2,) scale with the input's aspect ratio (the sample's scale dtype), 2x3 float64 image -> input affine."""
     scale = fix_aspect_ratio(s.scale, input_size[0] / input_size[1])
     return scale, warp_matrix(s.center, scale, s.rotation, input_size)
 
@@ -135,5 +143,5 @@ def affine_crop(s: Sample, input_size: tuple[int, int]) -> Sample:
     """Warp image and keypoints to the (w, h) network input (bilinear, black outside the image)."""
     scale, matrix = crop_warp(s, input_size)
     crop = warp_image(s.image, matrix, input_size)
-    keypoints = cv2.transform(s.keypoints[None], matrix)[0]  # float32 as MMPose's cv2.transform
+    keypoints = cv2.transform(s.keypoints[None], matrix)[0]  # in the keypoints' dtype, as MMPose's cv2.transform
     return replace(s, image=crop, keypoints=keypoints, scale=scale)

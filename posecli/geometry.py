@@ -42,12 +42,22 @@ def box_center_scale(xyxy: np.ndarray, padding: float = BOX_PADDING) -> tuple[np
     return center, scale
 
 
+def box_dtype(values) -> np.ndarray:
+    """Centres and scales as MMPose carries them: float64 stays float64, anything else becomes float32.
+
+    Boxes are float32; a half-body box of remapped keypoints (float64 after MMPose's
+    KeypointConverter) is float64, and the crop's warp matrix depends on which.
+    """
+    values = np.asarray(values)
+    return values if values.dtype == np.float64 else values.astype(np.float32)
+
+
 def fix_aspect_ratio(scale: np.ndarray, aspect_ratio: float) -> np.ndarray:
-    """Grow (w, h) scales so that w / h == aspect_ratio (input width / height)."""
-    scale = np.asarray(scale, dtype=np.float32)
+    """Grow (w, h) scales so that w / h == aspect_ratio (input width / height); float32 or float64 as ``box_dtype``."""
+    scale = box_dtype(scale)
     w, h = scale[..., 0:1], scale[..., 1:2]
     return np.where(w > h * aspect_ratio, np.concatenate([w, w / aspect_ratio], -1),
-                    np.concatenate([h * aspect_ratio, h], -1)).astype(np.float32)  # fmt: skip
+                    np.concatenate([h * aspect_ratio, h], -1)).astype(scale.dtype)  # fmt: skip
 
 
 def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -60,11 +70,12 @@ def warp_matrix(center, scale, rotation_deg, output_size: tuple[int, int], inv: 
 
     Only ``scale[0]`` matters (the aspect ratio is already fixed): the second point
     lies half a width left of the centre and the third is the second turned by 90
-    degrees. The three point pairs are float32 and ``rotation_deg`` keeps its dtype (a float32 angle in
-    training), exactly as MMPose, because the matrix differs by up to 2e-4 otherwise.
+    degrees. The three point pairs are float32, but centre and width enter in their own
+    dtype (``box_dtype``: float64 for remapped half-body boxes) and ``rotation_deg`` keeps its
+    (a float32 angle in training), exactly as MMPose, because the matrix differs by up to 2e-4 otherwise.
     """
-    center = np.asarray(center, dtype=np.float32)
-    src_w = np.float32(np.asarray(scale, dtype=np.float32)[0])
+    center = box_dtype(center)
+    src_w = box_dtype(scale)[0]
     dst_w, dst_h = output_size
     rad = np.deg2rad(rotation_deg)
     sn, cs = np.sin(rad), np.cos(rad)

@@ -65,6 +65,9 @@ class Instances:
     ann_ids: np.ndarray  # (N,) int64 annotation ids, unique within a source
     source: np.ndarray  # (N,) int16 -> summaries
     summaries: list[SourceSummary]
+    # (N,) bool: mapped from another layout (MMPose's KeypointConverter; its keypoints are then float64,
+    # which augment follows). The float32 table holds their values exactly.
+    remapped: np.ndarray
 
     def __len__(self) -> int:
         return len(self.ann_ids)
@@ -181,6 +184,7 @@ def load_instances(sources: tuple[Source, ...] | list[Source], data_root: str | 
         ann_ids=np.array([a for p in parts for a in p[5]], np.int64),
         source=np.concatenate([np.full(len(p[5]), s, np.int16) for s, p in enumerate(parts)]),
         summaries=[p[6] for p in parts],
+        remapped=np.concatenate([np.full(len(p[5]), src.layout != layout.name) for src, p in zip(sources, parts)]),
     )
     if len(instances) == 0:
         raise UserError("no training instances: every annotation of " + ", ".join(s.name for s in sources) + " was dropped (crowd, no keypoints or empty box)")
@@ -225,7 +229,7 @@ class TrainDataset(torch.utils.data.Dataset):
     def augmented(self, i: int, image: np.ndarray, draws) -> Sample:
         """Instance i on its decoded image, flipped, half-body and box-transformed (still image pixels)."""
         inst = self.instances
-        s = from_box(image, inst.keypoints[i], inst.visible[i], inst.xyxy[i])
+        s = from_box(image, inst.keypoints[i], inst.visible[i], inst.xyxy[i], remapped=bool(inst.remapped[i]))
         return augment(s, draws, self.augment, self.layout)
 
     def sample(self, i: int, draws) -> Sample:
