@@ -12,13 +12,16 @@ The hot loop is plain lists and dicts: 378,000 persons convert in seconds.
 from __future__ import annotations
 
 import gc
+import math
 import os
-import struct
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from posecli.data import records
+from posecli.data.records import AREA_PER_BOX_AREA
+from posecli.data.images import image_size as read_image_size
 from posecli.errors import UserError
 from posecli.fileio import read_json, write_json
 from posecli.layouts import get_layout
@@ -31,10 +34,8 @@ MMPOSE_AIC_NAMES = (
 )  # fmt: skip
 NUM_VALUES = 3 * AIC.num_keypoints
 AIC_TO_COCO_VISIBILITY = {1: 2, 2: 1, 3: 0}
-AIC_VISIBILITIES = frozenset(AIC_TO_COCO_VISIBILITY)
+AIC_VISIBILITY = {1: "visible", 2: "occluded", 3: "unlabelled"}
 AIC_UNLABELLED = 3
-# MMPose's stand-in for the segmented area COCO files carry (it uses the same when ``area`` is absent).
-AREA_PER_BOX_AREA = 0.53
 
 
 @dataclass
@@ -95,11 +96,12 @@ def convert_aic(raw: list, source: str = "<raw>", images_dir: str | os.PathLike 
                 image["height"], image["width"] = size[1], size[0]
         image["id"] = len(images) + 1
         images.append(image)
+        size = (image["width"], image["height"]) if "width" in image else None
 
         all_keypoints, boxes = entry["keypoint_annotations"], entry["human_annotations"]
         for human in sorted(all_keypoints.keys() | boxes.keys(), key=_human_order):
             keypoints, box = all_keypoints.get(human), boxes.get(human)
-            problem, reason = _human_problem(keypoints, box)
+            problem, reason = _human_problem(keypoints, box, size)
             if problem:
                 reject(f"image {image_name}, {human}", problem, reason)
                 continue
@@ -172,38 +174,23 @@ def _entry_problem(entry) -> str | None:
     return None
 
 
-def _human_problem(keypoints, box) -> tuple[str | None, str]:
-    """(what is wrong with one person's record or None, a short reason for the skip count)."""
+def _human_problem(keypoints, box, image_size: tuple[int, int] | None) -> tuple[str | None, str]:
+    """(what is wrong with one person's record or None, a short reason for the skip count); ``records``' checks."""
     if keypoints is None:
         return "has a box in human_annotations but no keypoints in keypoint_annotations", "box without keypoints"
     if box is None:
         return "has keypoints in keypoint_annotations but no box in human_annotations", "keypoints without box"
-    if type(keypoints) is not list or len(keypoints) != NUM_VALUES or not are_numbers(keypoints):
-        return f"keypoints are {_describe(keypoints)}, expected {NUM_VALUES} numbers (x, y, visibility for each of the 14 keypoints)", "keypoints not 42 numbers"
-    if not AIC_VISIBILITIES.issuperset(keypoints[2::3]):
-        k, v = next((k, v) for k, v in enumerate(keypoints[2::3]) if v not in AIC_VISIBILITIES)
-        return f"visibility {v!r} at keypoint {AIC.keypoints[k]}, expected 1 (visible), 2 (occluded) or 3 (unlabelled)", "visibility outside 1-3"
-    if type(box) is not list or len(box) != 4 or not are_numbers(box):
-        return f"box is {_describe(box)}, expected 4 numbers [x1, y1, x2, y2]", "box not 4 numbers"
-    if box[2] < box[0] or box[3] < box[1]:
-        return f"box [x1, y1, x2, y2] = {box} has x2 < x1 or y2 < y1", "box with x2 < x1 or y2 < y1"
+    problem = records.keypoints(keypoints, AIC.keypoints, AIC_VISIBILITY) or records.numbers(box, 4, "box")
+    if problem:
+        return problem.detail + (" [x1, y1, x2, y2]" if problem.reason == "box not 4 numbers" else ""), problem.reason
+    if box[2] <= box[0] or box[3] <= box[1]:
+        return f"box [x1, y1, x2, y2] = {box} has x2 <= x1 or y2 <= y1 (no width or height)", "box with x2 <= x1 or y2 <= y1"
+    if not math.isfinite((box[2] - box[0]) * (box[3] - box[1])):
+        return f"box [x1, y1, x2, y2] = {box} is too large: its area is not a finite number", "non-finite box"
+    problem = records.box_xywh([box[0], box[1], box[2] - box[0], box[3] - box[1]], "box", image_size)
+    if problem:
+        return f"box [x1, y1, x2, y2] = {box} lies outside the {image_size[0]}x{image_size[1]} image", problem.reason
     return None, ""
-
-
-def are_numbers(values: list) -> bool:
-    """Whether a list holds only numbers."""
-    # sum() is C-fast and fails on anything that is not a number (strings, null, lists).
-    try:
-        sum(values)
-    except TypeError:
-        return False
-    return True
-
-
-def _describe(value) -> str:
-    if isinstance(value, list):
-        return f"a list of {len(value)} values" + ("" if are_numbers(value) else " (not all numbers)")
-    return f"a JSON {type(value).__name__}"
 
 
 def _coco_visibility(aic_visibility: tuple) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -228,53 +215,3 @@ def _count_by_keypoint(patterns: Counter) -> tuple[dict[str, int], dict[str, int
             if v == 1:
                 visible[name] += persons
     return labelled, visible
-
-
-# JPEG start-of-frame markers carry the size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but do not.
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-_JPEG_NO_LENGTH = frozenset(range(0xD0, 0xD8)) | {0x01}  # RSTn and TEM stand alone
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def read_image_size(path: str | os.PathLike) -> tuple[int, int] | None:
-    """(width, height) from a JPEG or PNG header, else by decoding with OpenCV; None if unreadable."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(24)
-            if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
-                return struct.unpack(">II", head[16:24])
-            if head[:2] == b"\xff\xd8":
-                size = _jpeg_size(f)
-                if size is not None:
-                    return size
-    except OSError:
-        return None
-    import cv2  # other formats, or a JPEG whose header we could not walk: decode once
-
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    return None if image is None else (image.shape[1], image.shape[0])
-
-
-def _jpeg_size(f) -> tuple[int, int] | None:
-    """Walk the JPEG segments to the first start-of-frame; None if the stream is not as expected."""
-    f.seek(2)
-    while True:
-        if f.read(1) != b"\xff":
-            return None
-        marker = f.read(1)
-        while marker == b"\xff":  # fill bytes
-            marker = f.read(1)
-        if not marker or marker[0] in (0xD9, 0xDA):  # end of image, or scan data before any frame
-            return None
-        if marker[0] in _JPEG_NO_LENGTH:
-            continue
-        length = f.read(2)
-        if len(length) < 2:
-            return None
-        if marker[0] in _JPEG_SOF:
-            frame = f.read(5)
-            if len(frame) < 5:
-                return None
-            _precision, height, width = struct.unpack(">BHH", frame)
-            return width, height
-        f.seek(struct.unpack(">H", length)[0] - 2, 1)

@@ -8,8 +8,13 @@ Instances are kept as MMPose's top-down COCO dataset keeps them (reference READM
 §7 item 1): images in file order, each image's annotations in file order; annotations
 without bbox or keypoints, whose keypoint values (x, y and v) are all 0, crowd,
 ``num_keypoints == 0`` (counted from the coordinates when the field is absent) and boxes
-with no width or height after clipping to [0, W-1] x [0, H-1] are dropped. The table is plain numpy arrays so that
-DataLoader workers share it without copy-on-write growth.
+with no width or height after clipping to [0, W-1] x [0, H-1] are dropped. Records with bad values
+(``records``' policy: non-finite, wrong counts or types, negative sizes) are refused, naming them.
+The table is plain numpy arrays so that DataLoader workers share it without copy-on-write growth.
+
+Images are checked before training (``check_images``: header and end marker, no decoding); bad
+ones stop the run, or are left out with ``skip_bad_images``. One that turns bad during the run
+is replaced by a deterministic other sample, flagged in the item's ``bad_image``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -25,6 +31,9 @@ import torch
 from posecli import sample
 from posecli.augment import Draws, Sample, affine_crop, augment, from_box
 from posecli.codec import HeatmapCodec
+from posecli.data import records
+from posecli.data.images import check_images, decode_image, describe_bad, image_problem
+from posecli.data.records import EMPTY, GROUND_TRUTH_FIX
 from posecli.errors import UserError
 from posecli.fileio import read_json
 from posecli.geometry import clip_xyxy
@@ -32,6 +41,7 @@ from posecli.layouts import Layout, get_layout, keypoint_names, make_mapping
 from posecli.presets import AugmentCfg, DataCfg, Preset, Source, ValCfg
 
 SAMPLE_ROOT = sample.ROOT
+SUBSTITUTE_TRIES = 20  # other samples tried in place of one whose image cannot be read
 
 
 def _in_sample(path: Path) -> str:
@@ -98,18 +108,21 @@ def _check_layout(data: dict, path: Path, src: Source, layout: Layout) -> None:
         )
 
 
-def _parse_annotation(ann: dict, img: dict, k: int, path: Path) -> tuple[str | None, np.ndarray, np.ndarray]:
+def _parse_annotation(ann: dict, img: dict, layout: Layout, path: Path) -> tuple[str | None, np.ndarray, np.ndarray]:
     """-> (reason to drop or None, (4,) float32 xyxy, (K, 3) float32 keypoints), as MMPose parses a GT instance."""
     if "bbox" not in ann or "keypoints" not in ann:
         return "no bbox or keypoints", None, None
+    problem = records.keypoints(ann["keypoints"], layout.keypoints) or records.box_xywh(ann["bbox"])
+    if problem is not None and problem.reason == EMPTY:
+        problem = None  # an empty box is dropped below, as MMPose does
+    if problem is None and "num_keypoints" in ann:
+        problem = records.number(ann["num_keypoints"], "num_keypoints", minimum=0)
+    if problem:
+        raise UserError(f"{path}: annotation {ann.get('id')} (image {ann.get('image_id')}): {problem.detail}; {GROUND_TRUTH_FIX}")
     if ann.get("iscrowd", 0):
         return "crowd", None, None
-    try:
-        x, y, w, h = (float(v) for v in ann["bbox"])
-        kpts = np.asarray(ann["keypoints"], dtype=np.float32).reshape(k, 3)
-    except (TypeError, ValueError):
-        raise UserError(f"{path}: annotation {ann.get('id')} needs bbox [x, y, w, h] and {3 * k} keypoint values "
-                        f"(x, y, v per keypoint), got bbox {str(ann['bbox'])[:40]} and {str(ann['keypoints'])[:40]}") from None  # fmt: skip
+    x, y, w, h = (float(v) for v in ann["bbox"])
+    kpts = np.asarray(ann["keypoints"], dtype=np.float32).reshape(layout.num_keypoints, 3)
     if kpts.max() == 0:  # x, y and v all 0 (MMPose: max(ann["keypoints"]) == 0)
         return "no keypoints", None, None
     labelled = ann["num_keypoints"] if "num_keypoints" in ann else np.count_nonzero(kpts[:, :2].max(axis=1))
@@ -132,8 +145,9 @@ def _load_source(src: Source, data_root: Path, target: Layout):
     _check_layout(data, ann_path, src, layout)
     images = {}
     for i, img in enumerate(data["images"]):
-        if not isinstance(img, dict) or not all(key in img for key in ("id", "file_name", "width", "height")):
-            raise UserError(f"{ann_path}: images[{i}] needs id, file_name, width and height")
+        problem = records.image_record(img)
+        if problem:
+            raise UserError(f"{ann_path}: images[{i}] {problem.detail}")
         images[img["id"]] = img
     by_image: dict = {image_id: [] for image_id in images}
     dropped: dict[str, int] = {}
@@ -146,7 +160,7 @@ def _load_source(src: Source, data_root: Path, target: Layout):
     for image_id, anns in by_image.items():  # MMPose's order: images in file order, then their annotations
         img, first = images[image_id], True
         for ann in anns:
-            reason, xyxy, k = _parse_annotation(ann, img, layout.num_keypoints, ann_path)
+            reason, xyxy, k = _parse_annotation(ann, img, layout, ann_path)
             if reason:
                 dropped[reason] = dropped.get(reason, 0) + 1
                 continue
@@ -192,12 +206,43 @@ def load_instances(sources: tuple[Source, ...] | list[Source], data_root: str | 
 
 
 def read_image(path: str) -> np.ndarray:
-    """(H, W, 3) uint8 BGR, decoded as MMPose's LoadImage (OpenCV, colour)."""
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    """(H, W, 3) uint8 BGR, decoded as MMPose's LoadImage (OpenCV, colour); a bad file is a UserError."""
+    image, problem = decode_image(path)
     if image is None:
-        why = "does not exist" if not os.path.exists(path) else "cannot be decoded as an image"
-        raise UserError(f"training image {path} {why}; check the source's image folder (or remove its annotations)")
+        raise UserError(f"training image {path}: {problem}; check the source's image folder (or remove its annotations)")
     return image
+
+
+def drop_images(instances: Instances, bad: set[str]) -> Instances:
+    """The instances whose image is not among the paths ``bad``."""
+    bad_index = [j for j, p in enumerate(instances.image_paths) if os.fsdecode(p) in bad]
+    keep = ~np.isin(instances.image_index, bad_index)
+    kept_images = np.unique(instances.image_index[keep])  # sorted: image order is kept
+    renumber = np.full(len(instances.image_paths), -1, np.int64)
+    renumber[kept_images] = np.arange(len(kept_images))
+    summaries = []
+    for s, summary in enumerate(instances.summaries):
+        lost = int((~keep & (instances.source == s)).sum())
+        dropped = dict(summary.dropped, **({"bad image": lost} if lost else {}))
+        summaries.append(SourceSummary(summary.name, summary.annotations, summary.kept - lost, dropped))
+    return Instances(instances.layout, instances.image_paths[kept_images], renumber[instances.image_index[keep]].astype(np.int32),
+                     instances.xyxy[keep], instances.keypoints[keep], instances.visible[keep], instances.ann_ids[keep],
+                     instances.source[keep], summaries, instances.remapped[keep])  # fmt: skip
+
+
+def check_training_images(instances: Instances, skip_bad_images: bool, note: Callable[[str], None]) -> Instances:
+    """Every training image checked before epoch 1 (header and end marker): bad ones stop the run, or are left out."""
+    bad = check_images(instances.image_paths)
+    if not bad:
+        return instances
+    message = describe_bad(bad, len(instances.image_paths), "training images")
+    if not skip_bad_images:
+        raise UserError(f"{message}. Replace or remove them (or their annotations), or pass --skip-bad-images to train without them")
+    kept = drop_images(instances, set(bad))
+    if len(kept) == 0:
+        raise UserError(f"{message}; no training instance is left without them")
+    note(f"{message}; training without them: {len(instances) - len(kept)} of {len(instances)} instances left out")
+    return kept
 
 
 class TrainDataset(torch.utils.data.Dataset):
@@ -215,6 +260,7 @@ class TrainDataset(torch.utils.data.Dataset):
             raise UserError(f"seed {seed}: use a seed >= 0")
         self.instances, self.layout, self.codec, self.augment, self.seed = instances, layout, codec, augment, seed
         self.epoch = 0
+        self.reported: set[str] = set()  # images whose replacement was noted
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -237,14 +283,49 @@ class TrainDataset(torch.utils.data.Dataset):
         image = read_image(self.instances.image_path(i))
         return affine_crop(self.augmented(i, image, draws), self.codec.input_size)
 
+    def readable(self, i: int) -> tuple[int, np.ndarray]:
+        """(i, its image), or if that image cannot be read now, a deterministic other instance and its image.
+
+        The other one is drawn from (seed, epoch, i), so workers and resumed runs pick the same.
+        """
+        image, _ = decode_image(self.instances.image_path(i))
+        if image is not None:
+            return i, image
+        bad = {self.instances.image_index[i]}
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        for _ in range(SUBSTITUTE_TRIES):
+            j = int(rng.integers(len(self)))
+            if self.instances.image_index[j] in bad:
+                continue
+            image, _ = decode_image(self.instances.image_path(j))
+            if image is not None:
+                return j, image
+            bad.add(self.instances.image_index[j])
+        raise UserError(f"training image {self.instances.image_path(i)} and the images of {SUBSTITUTE_TRIES} other samples "
+                        "tried in its place cannot be read; is the image folder still there?")  # fmt: skip
+
+    def bad_image_notes(self, batch: dict) -> list[str]:
+        """Notes for the items of a collated batch whose image could not be read, once per image (main process)."""
+        notes = []
+        for i in batch["bad_image"][batch["bad_image"] >= 0].tolist():
+            path = self.instances.image_path(i)
+            if path not in self.reported:
+                self.reported.add(path)
+                notes.append(f"training image {path}: {image_problem(path) or 'cannot be decoded as an image'}; "
+                             "its samples are replaced by other samples from now on")  # fmt: skip
+        return notes
+
     def targets(self, s: Sample) -> dict:
         """A cropped sample -> the item: {"image": (h, w, 3) uint8 BGR, "heatmaps": (K, H, W) float32, "weights": (K,) float32}."""
         heatmaps, weights = self.codec.encode(s.keypoints, s.visible)
         return {"image": torch.from_numpy(s.image), "heatmaps": torch.from_numpy(heatmaps), "weights": torch.from_numpy(weights)}
 
     def __getitem__(self, i: int) -> dict:
-        """Decode, augment, crop, targets: see ``targets`` for the item."""
-        return self.targets(self.sample(i, self.draws(i)))
+        """Decode, augment, crop, targets (see ``targets``), plus "bad_image": i if another sample replaced it, else -1."""
+        j, image = self.readable(i)
+        item = self.targets(affine_crop(self.augmented(j, image, self.draws(i)), self.codec.input_size))
+        item["bad_image"] = torch.tensor(i if j != i else -1)
+        return item
 
 
 def worker_init(worker_id: int) -> None:
@@ -272,8 +353,12 @@ def sample_preset_paths(preset: Preset) -> tuple[Path, DataCfg]:
     return SAMPLE_ROOT, DataCfg(train=tuple(train), val=val)
 
 
-def build_train_dataset(preset: Preset, data_root: str | Path | None, seed: int, sample: bool = False) -> TrainDataset:
-    """The preset's training set: all sources mapped onto ``preset.model.layout``, MMPose's augmentation and targets."""
+def build_train_dataset(preset: Preset, data_root: str | Path | None, seed: int, sample: bool = False,
+                        skip_bad_images: bool = False, note: Callable[[str], None] = lambda text: None) -> TrainDataset:  # fmt: skip
+    """The preset's training set: all sources mapped onto ``preset.model.layout``, MMPose's augmentation and targets.
+
+    Its images are checked first: bad ones are a UserError, or with ``skip_bad_images`` left out (``note`` says so).
+    """
     if sample:
         data_root, data = sample_preset_paths(preset)
         sources = data.train
@@ -282,6 +367,6 @@ def build_train_dataset(preset: Preset, data_root: str | Path | None, seed: int,
             raise UserError("no --data-root: give the folder that holds the preset's data (or --sample for the bundled sample)")
         sources = preset.data.train
     layout = get_layout(preset.model.layout)
-    instances = load_instances(sources, data_root, layout)
+    instances = check_training_images(load_instances(sources, data_root, layout), skip_bad_images, note)
     codec = HeatmapCodec(tuple(preset.model.input_size), tuple(preset.model.heatmap_size), preset.model.sigma)
     return TrainDataset(instances, layout, codec, preset.augment, seed)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 COCO_VISIBILITY = {0: "unlabelled", 1: "occluded", 2: "visible"}
 SHOWN = 3  # skipped records named in a warning
+AREA_PER_BOX_AREA = 0.53  # MMPose's stand-in for a missing segmented area (xtcocotools' too, in OKS)
 # Reasons of box problems: callers treat them differently (ground-truth boxes that are merely empty are MMPose's to drop).
 NEGATIVE, EMPTY, OUTSIDE = "box with a negative width or height", "box with no width or height", "box outside the image"
 GROUND_TRUTH_FIX = ("fix or remove the record: ground truth with such a value would crash the evaluation or silently "
@@ -49,6 +50,11 @@ def show(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _kind(value) -> str:
+    """'a string ("12")', 'null', 'a list ([1, 2])'."""
+    return "null" if value is None else f"{json_type(value)} ({show(value, 30)})"
+
+
 def _finite(x) -> bool:
     try:
         return math.isfinite(x)
@@ -67,7 +73,7 @@ def numbers(values, n: int, what: str) -> Problem | None:
         total = sum(values)  # C-fast, and fails on strings, null and lists
     except TypeError:
         i, v = next((i, v) for i, v in enumerate(values) if not isinstance(v, (int, float)))
-        return Problem(f"{what}[{i}] is {json_type(v)} ({show(v, 30)}), expected a number", reason)
+        return Problem(f"{what}[{i}] is {_kind(v)}, expected a number", reason)
     if not _finite(total):
         bad = next(((i, v) for i, v in enumerate(values) if not _finite(v)), None)
         if bad is not None:  # (else only the sum overflowed)
@@ -78,7 +84,7 @@ def numbers(values, n: int, what: str) -> Problem | None:
 def number(value, what: str, minimum: float | None = None, above: float | None = None) -> Problem | None:
     """None if ``value`` is a finite number (>= ``minimum``, > ``above``), else what it is instead."""
     if type(value) is bool or not isinstance(value, (int, float)):
-        return Problem(f"{what} is {json_type(value)} ({show(value, 30)}), expected a number", f"{what} not a number")
+        return Problem(f"{what} is {_kind(value)}, expected a number", f"{what} not a number")
     if not _finite(value):
         return Problem(f"{what} is {show(value)}, expected a finite number", f"non-finite {what}")
     if (minimum is not None and value < minimum) or (above is not None and value <= above):
@@ -155,6 +161,7 @@ class Skips:
 
     source: str  # the file
     kind: str  # what the records are: "detector boxes"
+    consequence: str = ""  # said after the list: "their persons count as missed"
     named: list[str] = field(default_factory=list)
     reasons: Counter = field(default_factory=Counter)
 
@@ -173,4 +180,5 @@ class Skips:
         why = ", ".join(f"{n} {reason}" for reason, n in self.reasons.most_common())
         more = "; ..." if len(self) > len(self.named) else ""
         of = f" of {total}" if total is not None else ""
-        return f"{self.source}: skipped {len(self)}{of} {self.kind} ({why}): {'; '.join(self.named)}{more}"
+        after = f". {self.consequence}" if self.consequence else ""
+        return f"{self.source}: skipped {len(self)}{of} {self.kind} ({why}): {'; '.join(self.named)}{more}{after}"

@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from posecli.data.aic import are_numbers, gc_paused
+from posecli.data import records
+from posecli.data.aic import gc_paused
 from posecli.errors import UserError
 from posecli.fileio import read_json, write_json
 from posecli.layouts import LAYOUTS, Layout, get_layout, layout_from_names, make_mapping
-
-COCO_VISIBILITIES = frozenset((0, 1, 2))
 
 
 @dataclass
@@ -75,6 +74,9 @@ def remap_dataset(coco: dict, source: Layout, target: Layout, path: str = "<coco
             raise UserError(f"{path}: image entry {str(image)[:80]} has no id; every COCO image needs one")
         if image["id"] in files:
             raise UserError(f"{path}: image id {image['id']} is used by {files[image['id']]} and {image.get('file_name')}; image ids must be unique")
+        where = records.non_finite(image)
+        if where is not None:  # never written out: NaN is not JSON for most readers
+            raise UserError(f"{path}: image {image['id']} holds NaN or Infinity at {where[1:]}; fix the record")
         files[image["id"]] = image.get("file_name", "?")
 
     kept = []
@@ -172,12 +174,18 @@ def _annotation_problem(ann, source: Layout, files: dict) -> tuple[str | None, s
         return f"is a JSON {type(ann).__name__}, expected an object", "malformed annotation"
     if ann.get("image_id") not in files:
         return f"image_id {ann.get('image_id')!r} is not among the file's images", "unknown image_id"
-    keypoints = ann.get("keypoints")
-    expected = 3 * source.num_keypoints
-    if type(keypoints) is not list or len(keypoints) != expected or not are_numbers(keypoints):
-        got = f"a list of {len(keypoints)} values" if isinstance(keypoints, list) else f"a JSON {type(keypoints).__name__}"
-        return f"keypoints are {got}, expected {expected} numbers (x, y, visibility for each of the {source.num_keypoints} {source.name} keypoints)", f"keypoints not {expected} numbers"
-    if not COCO_VISIBILITIES.issuperset(keypoints[2::3]):
-        k, v = next((k, v) for k, v in enumerate(keypoints[2::3]) if v not in COCO_VISIBILITIES)
-        return f"visibility {v!r} at keypoint {source.keypoints[k]}, expected COCO's 0 (unlabelled), 1 (occluded) or 2 (visible)", "visibility outside 0-2"
+    problem = records.keypoints(ann.get("keypoints"), source.keypoints)
+    if problem:
+        return f"{problem.detail} in the {source.name} layout", problem.reason
+    if "bbox" in ann:
+        problem = records.box_xywh(ann["bbox"])
+        if problem and problem.reason != records.EMPTY:  # an empty box is kept (training drops it, as MMPose)
+            return problem.detail, problem.reason
+    if "area" in ann:
+        problem = records.number(ann["area"], "area", minimum=0)
+        if problem:
+            return problem.detail, problem.reason
+    where = records.non_finite(ann)
+    if where is not None:  # never written out: NaN is not JSON for most readers
+        return f"{where[1:]} is NaN or Infinity, expected a finite number", "non-finite value"
     return None, ""
