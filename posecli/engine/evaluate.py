@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from posecli.data.coco import Boxes, CocoFile, gt_boxes, read_coco, read_detections
+from posecli.data.images import check_images, decode_image, describe_bad
 from posecli.engine.cocometric import KeypointStat, coco_keypoint_eval, coco_results, rescore, select_instances
 from posecli.engine.inference import Crops, Predictor, crop_boxes
 from posecli.errors import UserError
@@ -55,9 +56,9 @@ class ImageCrops(Dataset):
 
     def __getitem__(self, i: int):
         ids = self.box_ids[i]
-        image = cv2.imread(str(self.paths[i]), cv2.IMREAD_COLOR)
+        image, problem = decode_image(self.paths[i])  # the check of images.image_problem, on the bytes read
         if image is None:  # reported by the main process: an exception here would carry a worker traceback
-            return ids, None, str(self.paths[i])
+            return ids, None, (str(self.paths[i]), problem)
         return ids, crop_boxes(image, self.xyxy[ids], self.input_size), None
 
 
@@ -107,8 +108,13 @@ def _rank_world() -> tuple[int, int]:
 
 
 def predict_boxes(predictor: Predictor, coco: CocoFile, images_dir: Path, boxes: Boxes, batch_size: int,
-                  workers: int, shard: tuple[int, int] = (0, 1), progress: Progress | None = None):  # fmt: skip
-    """Keypoints for every box of this rank's images -> (box indices (n,), keypoints (n, K, 2), scores (n, K))."""
+                  workers: int, shard: tuple[int, int] = (0, 1), progress: Progress | None = None,
+                  on_bad_image: Callable[[str, str], None] | None = None):  # fmt: skip
+    """Keypoints for every box of this rank's images -> (box indices (n,), keypoints (n, K, 2), scores (n, K)).
+
+    An image that cannot be decoded is a UserError, or with ``on_bad_image`` reported to it as
+    (path, problem), its boxes left at zero.
+    """
     rank, world = shard
     order, first = np.unique(boxes.image_ids, return_index=True)
     image_ids = order[np.argsort(first)][rank::world]  # first-appearance order, sharded by image
@@ -136,8 +142,10 @@ def predict_boxes(predictor: Predictor, coco: CocoFile, images_dir: Path, boxes:
         keypoints[rows], scores[rows] = k, sc
 
     for ids, crops, unreadable in loader:
-        if unreadable:
-            raise UserError(f"{unreadable[0]}: cannot be read as an image; replace the file or remove its boxes")
+        for path, problem in unreadable:
+            if on_bad_image is None:
+                raise UserError(f"{path}: {problem}; replace the file or remove its boxes")
+            on_bad_image(path, problem)
         # Crops of consecutive images are regrouped into full batches: every network call but the
         # last has batch_size crops (a compiled network runs only full chunks).
         if carry is not None:
@@ -178,13 +186,15 @@ def _one_thread(_worker_id: int) -> None:
 def evaluate(predictor: Predictor | str | Path, ann_file: str | Path, images_dir: str | Path,
              boxes_file: str | Path | None = None, *, workers: int | None = None,
              out_dir: str | Path | None = None, nms: str = "oks", nms_thr: float = 0.9,
-             keypoint_score_thr: float = 0.2, min_box_score: float | None = None,
+             keypoint_score_thr: float = 0.2, min_box_score: float | None = None, skip_bad_images: bool = False,
              progress: Progress | None = None, log: Callable[[str], None] = lambda _: None) -> EvalResult:  # fmt: skip
     """COCO keypoint AP of a model with detector boxes (``boxes_file``) or ground-truth boxes.
 
     ``predictor`` is a built ``Predictor`` (its ``settings`` decide flip, decode, batch size and how
     the network runs) or a weights path (the default settings). ``workers``: DataLoader workers,
     None = ``default_workers``. Writes ``results.keypoints.json`` and ``metrics.json`` to ``out_dir``.
+    The images are checked before the model runs (``images.check_images``): a bad one is a UserError,
+    or with ``skip_bad_images`` it is left out with its ground truth, and a warning says so.
     """
     if not isinstance(predictor, Predictor):
         predictor = Predictor.from_weights(predictor)
@@ -192,16 +202,34 @@ def evaluate(predictor: Predictor | str | Path, ann_file: str | Path, images_dir
     predictor = fit_layout(predictor, coco.layout)
     boxes = read_detections(boxes_file, coco, min_box_score) if boxes_file else gt_boxes(coco)
     warnings = list(boxes.warnings)
+    paths = {image_id: Path(images_dir) / coco.images[int(image_id)]["file_name"] for image_id in np.unique(boxes.image_ids)}
+    bad = check_images(list(paths.values()))
+    if bad:
+        message = describe_bad(bad, len(paths), f"images with boxes under {images_dir}")
+        if not skip_bad_images:
+            raise UserError(f"{message}. Replace them, or pass --skip-bad-images to evaluate without them "
+                            "(and without their ground truth)")  # fmt: skip
+        boxes, coco, _ = _without_images(boxes, coco, paths, bad, message)
+        warnings.append(_left_out(message, coco))
     rank, world = _rank_world()
     workers = default_workers(predictor.device) if workers is None else workers
+    failed: dict[str, str] = {}  # images that turned bad after the check: (path, problem)
     index, keypoints, kpt_scores = predict_boxes(predictor, coco, Path(images_dir), boxes, predictor.settings.batch_size,
-                                                 workers, (rank, world), progress)  # fmt: skip
+                                                 workers, (rank, world), progress,
+                                                 failed.__setitem__ if skip_bad_images else None)  # fmt: skip
     if world > 1:
         parts = [None] * world if rank == 0 else None
-        dist.gather_object((index, keypoints, kpt_scores), parts, dst=0)
+        dist.gather_object((index, keypoints, kpt_scores, failed), parts, dst=0)
         if rank != 0:
             return EvalResult(_broadcast({}), [], None, len(boxes), 0, warnings)
-        index, keypoints, kpt_scores = (np.concatenate(a) for a in zip(*parts))
+        index, keypoints, kpt_scores = (np.concatenate(a) for a in list(zip(*parts))[:3])
+        failed = {path: problem for part in parts for path, problem in part[3].items()}
+    if failed:
+        message = describe_bad(failed, len(paths), f"images with boxes under {images_dir} (they changed during the evaluation)")
+        boxes, coco, keep = _without_images(boxes, coco, paths, failed, message)
+        warnings.append(_left_out(message, coco))
+        rows = np.flatnonzero(keep[index])
+        index, keypoints, kpt_scores = (np.cumsum(keep) - 1)[index[rows]], keypoints[rows], kpt_scores[rows]
     order = np.argsort(index)  # back to box order
     keypoints, kpt_scores = keypoints[order], kpt_scores[order]
 
@@ -224,17 +252,38 @@ def evaluate(predictor: Predictor | str | Path, ann_file: str | Path, images_dir
     return result
 
 
+def _left_out(message: str, coco: CocoFile) -> str:
+    return f"{message}; left out with their ground truth: the metrics are over the other {len(coco.images)} images"
+
+
+def _without_images(boxes: Boxes, coco: CocoFile, paths: dict, bad: dict[str, str], message: str) -> tuple[Boxes, CocoFile, np.ndarray]:
+    """Boxes and ground truth without the images whose paths are keys of ``bad`` -> (boxes, coco, kept box mask)."""
+    gone = {i for i, p in paths.items() if str(p) in bad}
+    keep = ~np.isin(boxes.image_ids, list(gone))
+    if not keep.any():
+        raise UserError(f"{message}: no image with boxes is left to evaluate on")
+    data = dict(coco.data, images=[i for i in coco.data["images"] if i["id"] not in gone],
+                annotations=[a for a in coco.data["annotations"] if a["image_id"] not in gone])  # fmt: skip
+    images = {i: img for i, img in coco.images.items() if i not in gone}
+    kept = Boxes(boxes.image_ids[keep], boxes.ids[keep], boxes.xyxy[keep], boxes.scores[keep], boxes.warnings)
+    return kept, dataclasses.replace(coco, data=data, images=images), keep
+
+
 def _broadcast(metrics: dict) -> dict:
     box = [metrics]
     dist.broadcast_object_list(box, src=0)  # every rank sees rank 0's metrics (train may act on them)
     return box[0]
 
 
+def _finite_or_none(x: float) -> float | None:
+    return x if np.isfinite(x) else None
+
+
 def _summary(result: EvalResult, predictor: Predictor, ann_file, boxes_file, nms: str) -> dict:
     return {
         "metrics": result.metrics,
-        "per_keypoint": {s.name: {"labelled": s.labelled, "within": s.within, "mean_oks": s.mean_oks}
-                         for s in result.per_keypoint},  # fmt: skip
+        "per_keypoint": {s.name: {"labelled": s.labelled, "within": _finite_or_none(s.within), "mean_oks": _finite_or_none(s.mean_oks)}
+                         for s in result.per_keypoint},  # fmt: skip (NaN where nothing is labelled: null, as JSON has no NaN)
         "num_boxes": result.num_boxes,
         "num_results": result.num_results,
         "ann_file": str(ann_file),
