@@ -9,6 +9,7 @@ process that writes into the folder removes those of processes that are gone (ne
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import json
 import os
@@ -28,6 +29,7 @@ TEMP = re.compile(r"^\..*\.posecli-(?P<pid>\d+)-(?P<host>[A-Za-z0-9]*)-[0-9a-f]{
 OLD_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.partial(\.[^.]*)?$")  # mkstemp's, before the owner was in the name
 OLD_TEMP_AGE = 3600.0  # seconds unmodified after which an ownerless temporary file is taken as abandoned
 _swept: set[str] = set()  # folders already swept by this process
+_unit: contextvars.ContextVar[list | None] = contextvars.ContextVar("posecli_fileio_unit", default=None)
 
 
 def _alive(pid: int) -> bool:
@@ -86,7 +88,8 @@ def _os_error(e: BaseException, temps: list[Path]) -> OSError | None:
         if isinstance(e, UserError):
             return None
         if isinstance(e, OSError):
-            return e if e.filename is None or str(e.filename) in map(str, temps) else None
+            names = {str(n) for n in (e.filename, e.filename2) if n is not None}
+            return e if not names or names & set(map(str, temps)) else None
         e = e.__cause__ if e.__cause__ is not None or e.__suppress_context__ else e.__context__
         if e is None:
             return None
@@ -137,15 +140,17 @@ def atomic_paths(paths: list[str | os.PathLike]):
             temps.append(tmp)
         try:
             yield temps
-            for target, tmp in zip(targets, temps):
-                with suppress(FileNotFoundError):
-                    os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
-                os.replace(tmp, target)
+            unit = _unit.get()
+            if unit is None:
+                _rename(zip(temps, targets))
+            else:  # renamed with the rest of the unit, at its end
+                unit.extend(zip(temps, targets))
+                temps = []
         except Exception as e:
             err = _os_error(e, temps)
             if err is None:
                 raise
-            which = [t for t, tmp in zip(targets, temps) if str(err.filename) == str(tmp)] or targets
+            which = [t for t, tmp in zip(targets, temps) if str(tmp) in (str(err.filename), str(err.filename2))] or targets
             old = [t for t in which if t.exists()]
             kept = (f"the previous {' and '.join(t.name for t in old)} {'is' if len(old) == 1 else 'are'} unchanged"
                     if old else "nothing was written")  # fmt: skip
@@ -154,6 +159,39 @@ def atomic_paths(paths: list[str | os.PathLike]):
         for tmp in temps:
             with suppress(OSError):
                 os.unlink(tmp)  # still there only if the block failed
+
+
+def _rename(pairs) -> None:
+    for tmp, target in pairs:
+        with suppress(FileNotFoundError):
+            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
+        os.replace(tmp, target)
+
+
+@contextmanager
+def one_unit():
+    """Files written with atomic_path(s) inside the block are renamed into place only when the whole block
+    succeeds: a job that fails half-way (a full disk at its 100th drawn image) leaves none of its new
+    files and every previous one. Nested units join the outer one."""
+    if _unit.get() is not None:
+        yield
+        return
+    pending: list[tuple[Path, Path]] = []
+    token = _unit.set(pending)
+    try:
+        yield
+        _unit.reset(token)
+        token = None
+        try:
+            _rename(pending)
+        except OSError as e:
+            raise UserError(f"cannot write {e.filename2 or e.filename}: {_reason(e)}") from None
+    finally:
+        if token is not None:
+            _unit.reset(token)
+        for tmp, _ in pending:
+            with suppress(OSError):
+                os.unlink(tmp)  # still there only if the unit failed
 
 
 @contextmanager

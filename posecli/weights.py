@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
+from safetensors.torch import save as safetensors_bytes
 
 from posecli.errors import UserError
-from posecli.fileio import atomic_path
+from posecli.fileio import write_bytes
 from posecli.layouts import LAYOUTS, layout_from_names
 from posecli.models.hrnet import ARCHS, PoseHRNet, build_model
 from posecli.models.topdown import MEAN_RGB, STD_RGB
@@ -54,8 +55,8 @@ class ModelInfo:
 def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], info: ModelInfo) -> None:
     """Atomic safetensors write; tensors are made contiguous and detached first."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=info.to_metadata())
+    # serialised in memory and written by fileio: safetensors' own writer turns a full disk into a SafetensorError
+    write_bytes(path, safetensors_bytes(tensors, metadata=info.to_metadata()))
 
 
 # MMPose checkpoints keep numpy arrays in meta['dataset_meta']; allow exactly those types.

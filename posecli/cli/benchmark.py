@@ -10,11 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from posecli.choices import Network, Precision
-from posecli.cli.common import console, out, user_errors
+from posecli.cli.common import console, device_option, out, user_errors
 from posecli.engine.bench.run import BenchmarkResult, load_benchmark_model, requested_settings, run_benchmark
 from posecli.engine.inference import InferenceSettings
 from posecli.errors import UserError
-from posecli.fileio import write_json
+from posecli.fileio import check_output, write_json
 
 
 def comma_list(text: str, flag: str, parse=str) -> list:
@@ -64,9 +64,11 @@ def benchmark(
     sizes = comma_list(batch_sizes, "--batch-sizes", positive_int)
     precisions = comma_list(precision, "--precision", lambda t: Precision.parse(t, "precision"))
     networks = comma_list(network, "--network", lambda t: Network.parse(t, "network"))
-    base = InferenceSettings(device=check_device(device), flip=flip, chunk=chunk)
+    base = InferenceSettings(device=device_option(device), flip=flip, chunk=chunk)
     if weights is not None and not weights.is_file():
         raise UserError(f"{weights}: no such weights file")
+    if out_file is not None:
+        check_output(out_file, [weights])
     net, info, source = load_benchmark_model(weights, arch, layout)
     settings = requested_settings(base, precisions, networks, compare)
     result = run_benchmark(net, info, source, settings=settings, batch_sizes=sizes, pipeline=pipeline, warmup=warmup,
@@ -75,18 +77,6 @@ def benchmark(
     if out_file is not None:
         write_json(out_file, result.to_json(), indent=1)
         out.print(f"wrote {out_file}")
-
-
-def check_device(device: str) -> str:
-    import torch
-
-    if device in ("auto", "cpu"):
-        return device
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: this torch sees no CUDA device; use --device cpu")
-    if device != "cuda":
-        raise UserError(f"--device {device!r}: choose auto, cpu or cuda")
-    return device
 
 
 def print_result(r: BenchmarkResult) -> None:

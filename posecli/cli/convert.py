@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from posecli.cli.common import console, out, user_errors
+from posecli.fileio import check_output
 
 app = typer.Typer(help="Convert datasets (AIC raw -> COCO, layout remapping) and checkpoints (MMPose .pth -> safetensors).", no_args_is_help=True)
 
@@ -27,6 +28,7 @@ def aic(
     """AI Challenger's raw release -> COCO keypoint format, as MMPose's aic_train.json."""
     from posecli.data.aic import convert_aic_file
 
+    check_output(output, [raw])
     with console.status(f"converting {raw}" + (f", reading image sizes from {images}" if images else "")):
         summary = convert_aic_file(raw, output, images_dir=images, skip_invalid=skip_invalid)
     if not summary.sizes:
@@ -50,6 +52,7 @@ def remap(
     """Remap COCO keypoint files to another keypoint layout, and concatenate them."""
     from posecli.data.remap import remap_files
 
+    check_output(output, inputs)
     with console.status(f"remapping {len(inputs)} file(s) to {to}"):
         summary = remap_files(inputs, output, to, source, drop_empty=drop_empty, skip_invalid=skip_invalid)
     for path, layout in summary.inputs:

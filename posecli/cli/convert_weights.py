@@ -9,6 +9,7 @@ import typer
 
 from posecli.cli.common import out, user_errors
 from posecli.errors import UserError
+from posecli.fileio import check_output
 from posecli.weights import import_checkpoint, save_weights
 
 
@@ -23,6 +24,7 @@ def weights(
     """Convert a .pth checkpoint to safetensors, reporting missing and unexpected keys."""
     if output.suffix != ".safetensors":
         raise UserError(f"{output}: the output must end in .safetensors")
+    check_output(output, [checkpoint])
     imported = import_checkpoint(checkpoint, arch=arch, layout=layout)
     for key in imported.unexpected:
         out.print(f"[yellow]unexpected[/] {key} (dropped)")

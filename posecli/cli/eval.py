@@ -12,12 +12,13 @@ from rich.table import Table
 from rich.text import Text
 
 from posecli import sample as bundled
-from posecli.cli.common import console, out, user_errors
+from posecli.cli.common import console, device_option, out, user_errors
 from posecli.engine.cocometric import METRIC_NAMES, NMS_MODES
 from posecli.engine.evaluate import EvalResult
 from posecli.engine.evaluate import evaluate as run_evaluation
 from posecli.engine.inference import InferenceSettings, Predictor
 from posecli.errors import UserError
+from posecli.fileio import check_folder, check_output
 from posecli.presets import TestCfg, load_preset
 
 
@@ -60,16 +61,21 @@ def evaluate(
     flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Flip test (default: the preset's, else on).")] = None,
     decode: Annotated[Optional[str], typer.Option(help="Heatmap decoding: standard or dark.")] = None,
     nms: Annotated[Optional[str], typer.Option(help="Per-image NMS: oks, soft_oks or none.")] = None,
-    nms_thr: Annotated[Optional[float], typer.Option(help="OKS threshold of the NMS.")] = None,
+    nms_thr: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="OKS threshold of the NMS.")] = None,
     min_box_score: Annotated[Optional[float], typer.Option(help="Skip detector boxes scoring below this.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Crops per forward pass.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Crops per forward pass.")] = None,
     workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers that decode images and cut crops (default: 2 on GPU, 0 on CPU, where the network's threads use every core).")] = None,
     compile: Annotated[bool, typer.Option(help="torch.compile the network instead of running it on oneDNN's fused convolutions: same numbers; on 2 CPU cores slower than the default and 10-30 s of compiling first.")] = False,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N (default: cuda if available).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Write results.keypoints.json and metrics.json here.")] = None,
 ) -> None:
     """COCO keypoint AP with detector or ground-truth boxes, flip test, rescoring and OKS NMS."""
+    device_option(device)
     ann_file, images_dir, boxes_file, test, published = _data(preset, data_root, ann, images, boxes, sample)
+    if out_dir is not None:  # before evaluating, not after
+        check_folder(out_dir)
+        for name in ("results.keypoints.json", "metrics.json"):
+            check_output(out_dir / name, [weights, ann_file, boxes_file])
     decode = decode or test.decode
     nms = nms or test.nms
     if decode not in ("standard", "dark"):

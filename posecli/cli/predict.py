@@ -9,9 +9,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from posecli.cli.common import console, out, user_errors
+from posecli.cli.common import console, device_option, out, user_errors
 from posecli.engine.inference import InferenceSettings
 from posecli.engine.predict import PredictConfig
+from posecli.fileio import check_folder, check_output, one_unit
 from posecli.engine.predict import predict as run_predict
 
 
@@ -38,6 +39,9 @@ def predict(
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Flip test: average with the mirrored crop, as MMPose's test setting.")] = True,
 ):
     """Keypoints for images, folders and videos: drawn pictures and JSON."""
+    device_option(device)
+    check_folder(out_dir)
+    check_output(out_dir / "predictions.json", [weights, boxes, ann])
     settings = InferenceSettings(device=device or "auto", flip=flip, batch_size=batch_size)
     cfg = PredictConfig(inputs, weights, out_dir, boxes, ann, detector, settings, min_box_score, min_keypoint_score, draw)
     columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn())
@@ -50,7 +54,8 @@ def predict(
         def warn(message: str) -> None:
             bar.console.print(f"[yellow]warning:[/] {message}", highlight=False)
 
-        summary = run_predict(cfg, progress, warn)
+        with one_unit():  # every drawn file and predictions.json, or none (a full disk half-way leaves the old ones)
+            summary = run_predict(cfg, progress, warn)
     count = summary.images + summary.frames
     out.print(f"{summary.images} images, {summary.frames} video frames, {summary.people} people "
               f"in {summary.seconds:.1f} s ({count / max(summary.seconds, 1e-9):.1f} frames/s)")  # fmt: skip

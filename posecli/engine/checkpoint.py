@@ -73,11 +73,12 @@ def save_checkpoint(workdir: Path, name: str, model: torch.nn.Module, info: Mode
     }
     data = _weights_bytes(weights, info, checkpoint_id)
     path = state_path(workdir, name)
-    with atomic_paths([path, weights_path(path)]) as (state_tmp, weights_tmp):  # renamed in this order
-        with open(state_tmp, "wb") as f:
-            torch.save(blob, f)
+    # Renamed state first; written weights first, so that even by modification time the weights are never newer.
+    with atomic_paths([path, weights_path(path)]) as (state_tmp, weights_tmp):
         with open(weights_tmp, "wb") as f:
             f.write(data)
+        with open(state_tmp, "wb") as f:
+            torch.save(blob, f)
 
 
 def load_state(path: Path) -> dict:

@@ -11,6 +11,7 @@ gathers the keypoints and computes the metrics.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from posecli.data.images import check_images, decode_image, describe_bad
 from posecli.engine.cocometric import KeypointStat, coco_keypoint_eval, coco_results, rescore, select_instances
 from posecli.engine.inference import Crops, Predictor, crop_boxes
 from posecli.errors import UserError
-from posecli.fileio import write_json
+from posecli.fileio import atomic_paths, write_text
 from posecli.geometry import box_center_scale, fix_aspect_ratio
 from posecli.layouts import Layout
 
@@ -241,14 +242,19 @@ def evaluate(predictor: Predictor | str | Path, ann_file: str | Path, images_dir
     pick = select_instances(boxes.image_ids, boxes.ids, keypoints, scores, areas, sigmas, nms, nms_thr)
     results = coco_results(boxes.image_ids[pick], keypoints[pick], kpt_scores[pick], scores[pick], boxes.xyxy[pick])
 
+    text = json.dumps(results)
     with tempfile.TemporaryDirectory() as tmp:
-        results_path = Path(out_dir or tmp) / "results.keypoints.json"
-        write_json(results_path, results)
-        metrics, per_keypoint = coco_keypoint_eval(coco.data, results_path, coco.layout.sigmas, coco.layout.keypoints)
-    result = EvalResult(_broadcast(metrics) if world > 1 else metrics, per_keypoint,
-                        results_path if out_dir else None, len(boxes), len(results), warnings)  # fmt: skip
-    if out_dir:
-        write_json(Path(out_dir) / "metrics.json", _summary(result, predictor, ann_file, boxes_file, nms), indent=2)
+        write_text(Path(tmp) / "results.keypoints.json", text)
+        metrics, per_keypoint = coco_keypoint_eval(coco.data, Path(tmp) / "results.keypoints.json", coco.layout.sigmas,
+                                                   coco.layout.keypoints)  # fmt: skip
+    saved = Path(out_dir) / "results.keypoints.json" if out_dir else None
+    result = EvalResult(_broadcast(metrics) if world > 1 else metrics, per_keypoint, saved, len(boxes), len(results),
+                        warnings)  # fmt: skip
+    if out_dir:  # the two outputs as a pair: written in full, then renamed (a failure leaves the previous two)
+        summary = json.dumps(_summary(result, predictor, ann_file, boxes_file, nms), indent=2)
+        with atomic_paths([saved, Path(out_dir) / "metrics.json"]) as (results_tmp, metrics_tmp):
+            Path(results_tmp).write_text(text)
+            Path(metrics_tmp).write_text(summary)
     return result
 
 

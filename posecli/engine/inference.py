@@ -17,6 +17,7 @@ import torch
 
 from posecli.choices import Decode, Network, Precision
 from posecli.codec import HeatmapCodec
+from posecli.devices import parse_device
 from posecli.errors import UserError
 from posecli.geometry import box_center_scale, fix_aspect_ratio, input_to_image, warp_image, warp_matrix
 from posecli.layouts import LAYOUTS, Layout
@@ -108,10 +109,8 @@ def runs_on_onednn(net: torch.nn.Module, device: torch.device) -> bool:
 
 
 def pick_device(device: str | None) -> torch.device:
-    """``auto`` (or None): CUDA if this torch sees a GPU, else the CPU. Anything else as torch spells it."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """``auto`` (or None): CUDA if this torch sees a GPU, else the CPU; UserError for a device this machine lacks."""
+    return parse_device(device)  # the one check every command shares
 
 
 def resolve_network(asked: Network, net: torch.nn.Module, device: torch.device, precision: Precision) -> Network:

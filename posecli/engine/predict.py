@@ -25,7 +25,7 @@ from posecli.engine.cocometric import rescore
 from posecli.engine.detect import make_detector
 from posecli.engine.inference import InferenceSettings, Predictor
 from posecli.errors import UserError
-from posecli.fileio import atomic_path, read_json, write_json
+from posecli.fileio import atomic_path, read_json, write_bytes, write_json
 from posecli.geometry import xywh_to_xyxy, xyxy_to_xywh
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm", ".pnm"}
@@ -353,6 +353,5 @@ def write_image(path: Path, image: np.ndarray) -> Path:
     ok, data = cv2.imencode(path.suffix if path.suffix.lower() in IMAGE_EXTS else ".png", image)
     if not ok:
         raise UserError(f"{path}: OpenCV cannot encode a {path.suffix} image")
-    with atomic_path(path) as tmp:
-        data.tofile(tmp)
+    write_bytes(path, data.tobytes())  # not ndarray.tofile: a full disk would lose its errno there
     return path
