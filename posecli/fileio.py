@@ -121,7 +121,8 @@ def atomic_paths(paths: list[str | os.PathLike]):
 
     Nothing is renamed unless every file was written, so a failure leaves all the old files.
     A new file gets the permissions a plain ``open`` would give (the temporary file is created
-    with mode 0666, so the umask applies, read by nobody); a replaced file keeps its own bits.
+    with mode 0666 and the kernel applies the umask: no one reads or sets the process's umask,
+    which would race with other threads creating files); a replaced file keeps its own bits.
     """
     targets = [Path(p) for p in paths]
     targets = [t.resolve() if t.is_symlink() else t for t in targets]  # write through a link, keep the link
