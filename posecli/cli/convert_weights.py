@@ -15,7 +15,7 @@ from posecli.weights import import_checkpoint, save_weights
 
 @user_errors
 def weights(
-    checkpoint: Annotated[Path, typer.Argument(help="MMPose or official HRNet .pth checkpoint.")],
+    checkpoint: Annotated[Path, typer.Argument(help="MMPose .pth (published, or as training wrote it) or official HRNet .pth.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The .safetensors file to write.")],
     arch: Annotated[Optional[str], typer.Option(help="Architecture, when it cannot be recognised from the weights.")] = None,
     layout: Annotated[Optional[str], typer.Option(help="Keypoint layout (coco, aic, coco-aic), when not in the checkpoint.")] = None,
@@ -26,6 +26,8 @@ def weights(
         raise UserError(f"{output}: the output must end in .safetensors")
     check_output(output, [checkpoint])
     imported = import_checkpoint(checkpoint, arch=arch, layout=layout)
+    if imported.skipped:
+        out.print(f"[dim]not converted[/] {', '.join(imported.skipped)} (training state, not weights)")
     for key in imported.unexpected:
         out.print(f"[yellow]unexpected[/] {key} (dropped)")
     for key in imported.missing:
