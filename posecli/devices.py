@@ -37,8 +37,8 @@ def device_problem(name: str | None) -> str | None:
     if kind == "mps":
         return None if "mps" in valid else f"this torch sees no Apple GPU (MPS); {choose}"
     if "cuda" not in valid:
-        why = "is built without CUDA" if torch.version.cuda is None else "sees no CUDA device"
-        return f"this torch ({torch.__version__}) {why}; {choose}"
+        why = "is built without CUDA" if torch.version.cuda is None else "sees no GPU"
+        return f"no CUDA device here (torch {torch.__version__} {why}); {choose}"
     count = sum(v.startswith("cuda:") for v in valid)
     if index is not None and int(index) >= count:
         return f"there {'is' if count == 1 else 'are'} {count} CUDA device{'s' * (count != 1)}; {choose}"

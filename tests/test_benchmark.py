@@ -175,7 +175,7 @@ def test_settings_label_names_what_changes():
         (["--batch-sizes", "0"], "'0' is not a positive integer"),
         (["--precision", "fp8"], "choose one of fp32, bf16, fp16"),
         (["--network", "fast"], "choose one of auto, plain"),
-        (["--device", "tpu"], "choose auto, cpu or cuda"),
+        (["--device", "tpu"], "--device tpu: not a device name; valid here: auto"),
         (["--weights", "no/such/file.safetensors"], "no such weights file"),
     ],
 )

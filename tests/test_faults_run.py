@@ -412,7 +412,7 @@ COMMANDS = {
 @pytest.mark.parametrize("command", COMMANDS)
 @pytest.mark.parametrize("device, words", [
     ("gpu", "--device gpu: not a device name; valid here: auto, cpu"),
-    ("cuda", "--device cuda: this torch"),
+    ("cuda", "--device cuda: no CUDA device here (torch"),
 ])  # fmt: skip
 def test_a_device_this_machine_lacks_is_one_clear_error_in_seconds(tmp_path, command, device, words):
     if torch.cuda.is_available():
