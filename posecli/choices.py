@@ -47,3 +47,12 @@ class Precision(Choice):
     FP32 = "fp32"
     BF16 = "bf16"
     FP16 = "fp16"
+
+
+class Backend(Choice):
+    """What runs crops -> heatmaps; crops, decoding and the metric are the same for all."""
+
+    AUTO = "auto"  # torch for torch weights; for an exported .onnx, onnxruntime if installed, else openvino
+    TORCH = "torch"
+    ONNXRUNTIME = "onnxruntime"  # the optional extra posecli[onnx]
+    OPENVINO = "openvino"  # the optional extra posecli[openvino]

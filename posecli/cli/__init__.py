@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from posecli.cli import benchmark, convert, convert_weights, eval, predict, train
+from posecli.cli import benchmark, convert, convert_weights, eval, export, predict, train
 
 app = typer.Typer(
     name="posecli",
@@ -23,6 +23,7 @@ app.command("train")(train.train)
 app.command("eval")(eval.evaluate)
 app.command("benchmark")(benchmark.benchmark)
 app.command("predict")(predict.predict)
+app.command("export")(export.export)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from posecli import sample as bundled
+from posecli.choices import Backend, Precision
 from posecli.cli.common import console, device_option, out, user_errors
 from posecli.engine.cocometric import METRIC_NAMES, NMS_MODES
 from posecli.engine.evaluate import EvalResult
@@ -51,7 +52,7 @@ def _device(device: str | None) -> str | None:
 
 @user_errors
 def evaluate(
-    weights: Annotated[Path, typer.Argument(help="Weights: posecli .safetensors, or an MMPose / official HRNet .pth.")],
+    weights: Annotated[Path, typer.Argument(help="Weights: posecli .safetensors, an MMPose / official HRNet .pth, or a .onnx from posecli export.")],
     preset: Annotated[Optional[str], typer.Option(help="Preset whose data.val and test settings to use.")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="Root of the preset's data paths.")] = None,
     ann: Annotated[Optional[Path], typer.Option(help="COCO keypoint annotation file.")] = None,
@@ -67,6 +68,8 @@ def evaluate(
     workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers that decode images and cut crops (default: 2 on GPU, 0 on CPU, where the network's threads use every core).")] = None,
     compile: Annotated[bool, typer.Option(help="torch.compile the network instead of running it on oneDNN's fused convolutions: same numbers; on 2 CPU cores slower than the default and 10-30 s of compiling first.")] = False,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N (default: cuda if available).")] = None,
+    backend: Annotated[Backend, typer.Option(help="What runs crops -> heatmaps: auto = torch, or for a .onnx the installed runtime.")] = Backend.AUTO,
+    precision: Annotated[Precision, typer.Option(help="fp32 gives MMPose's numbers; bf16 runs on CPUs with AMX or AVX512-BF16 and CUDA, fp16 on CUDA (docs/deploy.md).")] = Precision.FP32,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Write results.keypoints.json and metrics.json here.")] = None,
 ) -> None:
     """COCO keypoint AP with detector or ground-truth boxes, flip test, rescoring and OKS NMS."""
@@ -84,7 +87,8 @@ def evaluate(
         raise UserError(f"--nms {nms!r}: use one of {', '.join(NMS_MODES)}")
     flip = test.flip if flip is None else flip
     settings = InferenceSettings(device=_device(device) or "auto", flip=flip, decode=decode,
-                                 batch_size=batch_size or test.batch_size, network="compiled" if compile else "auto")  # fmt: skip
+                                 batch_size=batch_size or test.batch_size, network="compiled" if compile else "auto",
+                                 backend=backend, precision=precision)  # fmt: skip
     predictor = Predictor.from_weights(weights, settings, keep=test.output_keypoints)
     main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
     if main:

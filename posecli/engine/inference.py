@@ -11,12 +11,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from posecli.choices import Decode, Network, Precision
+from posecli.choices import Backend, Decode, Network, Precision
 from posecli.codec import HeatmapCodec
+from posecli.engine import runtimes
 from posecli.devices import parse_device
 from posecli.errors import UserError
 from posecli.geometry import box_center_scale, fix_aspect_ratio, input_to_image, warp_image, warp_matrix
@@ -49,9 +51,10 @@ class InferenceSettings:
     network: Network = Network.AUTO
     precision: Precision = Precision.FP32
     chunk: int | None = None  # crops per network call: None the network's default here, 0 the whole batch
+    backend: Backend = Backend.AUTO  # what runs crops -> heatmaps: torch, or an ONNX runtime (engine/runtimes.py)
 
     def __post_init__(self):
-        for name, kind in (("decode", Decode), ("network", Network), ("precision", Precision)):
+        for name, kind in (("decode", Decode), ("network", Network), ("precision", Precision), ("backend", Backend)):
             object.__setattr__(self, name, kind.parse(getattr(self, name), name))
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch size {self.batch_size!r}: must be a positive integer")
@@ -64,7 +67,8 @@ class InferenceSettings:
     @property
     def label(self) -> str:
         calls = [] if self.chunk is None else [f"chunk{self.chunk or 'all'}"]
-        return " ".join([str(self.precision), str(self.network), *calls] + ["flip"] * self.flip)
+        runs = [str(self.precision), str(self.network)] if self.backend in (Backend.AUTO, Backend.TORCH) else [str(self.backend), str(self.precision)]
+        return " ".join([*runs, *calls] + ["flip"] * self.flip)
 
 
 def default_chunk(device: torch.device, onednn_network: bool = False) -> int | None:
@@ -161,21 +165,61 @@ class Predictor:
 
     @classmethod
     def from_weights(cls, path, settings: InferenceSettings = InferenceSettings(), keep: int | None = None) -> "Predictor":
+        """A torch weights file, or a graph from ``posecli export`` (``.onnx``: its metadata says what it is)."""
+        if str(path).lower().endswith(".onnx"):
+            return cls.from_graph(Path(path), settings, keep)
         net, info = load_model(path)
         return cls.from_model(net, info, settings, keep)
+
+    @classmethod
+    def from_graph(cls, graph: Path | bytes, settings: InferenceSettings = InferenceSettings(), keep: int | None = None,
+                   meta: runtimes.GraphInfo | None = None, where: str | None = None) -> "Predictor":  # fmt: skip
+        """An exported graph (a .onnx path, or its bytes) on ONNX Runtime or OpenVINO.
+
+        ``meta`` None: what the graph's own metadata says. The flip test runs inside the graph
+        when it was exported with it; else, when ``settings.flip`` asks for it, around the
+        graph as ``TopDown`` runs it. A graph with the flip test inside cannot run without it.
+        """
+        where = where or str(graph if isinstance(graph, Path) else "the exported graph")
+        if isinstance(graph, Path) and not graph.is_file():
+            raise UserError(f"{graph}: no such file")
+        backend = runtimes.resolve_backend(settings.backend, graph=True)
+        if settings.network != Network.AUTO:
+            raise UserError(f"network {settings.network} is a way to run torch's network; an ONNX graph on {backend} "
+                            "runs as exported (leave out --compile / --network)")  # fmt: skip
+        device = runtimes.runtime_device(backend, settings.device)
+        runner = runtimes.make_runner(backend, graph, settings.precision, device, where)
+        meta = meta or runtimes.read_metadata(runner.metadata(), where)
+        if meta.flip and not settings.flip:
+            raise UserError(f"{where} has the flip test inside its graph (exported with --flip), so it cannot run "
+                            "without it: drop --no-flip, or export again without --flip")  # fmt: skip
+        info, layout = meta.info, LAYOUTS[meta.info.layout]
+        flip_outside = layout.flip_indices if settings.flip and not meta.flip else None
+        chunk = settings.chunk or None
+        model = runtimes.GraphModel(runner, (layout.num_keypoints, info.heatmap_size[1], info.heatmap_size[0]),
+                                    flip_outside, batch=meta.batch, chunk=chunk)  # fmt: skip
+        codec = HeatmapCodec(info.input_size, info.heatmap_size, dark=settings.decode == Decode.DARK)
+        return cls(model, codec, layout, info, torch.device("cpu"), settings.replace(backend=backend), keep)
 
     @classmethod
     def from_model(cls, net: torch.nn.Module, info: ModelInfo, settings: InferenceSettings = InferenceSettings(),
                    keep: int | None = None) -> "Predictor":  # fmt: skip
         """``net`` is not changed: every network works on a copy. One already built by
-        ``onednn.onednn_network`` is taken as it is."""
+        ``onednn.onednn_network`` is taken as it is. On an ONNX runtime backend, ``net`` is
+        exported to a graph in memory first (``runtimes.to_onnx``, a few seconds)."""
+        backend = runtimes.resolve_backend(settings.backend, graph=False)
+        if backend != Backend.TORCH:
+            runtimes.check_precision(backend, settings.precision, runtimes.runtime_device(backend, settings.device))  # before exporting
+            return cls.from_graph(runtimes.to_onnx(net, info), settings, keep, runtimes.GraphInfo(info, False, None),
+                                  where=f"{info.arch} exported for {backend}")  # fmt: skip
         device = pick_device(settings.device)
+        runtimes.check_precision(backend, settings.precision, device)
         if isinstance(net, onednn.FusedPoseHRNet):
             network = Network.ONEDNN
         else:
             network = resolve_network(settings.network, net, device, settings.precision)
             net = prepare_network(net, info, network, settings.precision, device)
-        settings = settings.replace(network=network)
+        settings = settings.replace(network=network, backend=backend)
         chunk = default_chunk(device, network == Network.ONEDNN) if settings.chunk is None else settings.chunk or None
         model = TopDown(net, LAYOUTS[info.layout].flip_indices if settings.flip else None, mean=info.mean,
                         std=info.std, chunk=chunk)  # fmt: skip
@@ -193,6 +237,8 @@ class Predictor:
         """
         if self.onednn:
             raise CompileError("the onednn network is fused already and does not compile; compile the folded network")
+        if isinstance(self.model, runtimes.GraphModel):
+            raise CompileError(f"torch.compile compiles the torch backend's network, not a {self.settings.backend} graph")
         chunk = self.model.chunk or GPU_COMPILE_CHUNK
         compiled = torch.compile(self.model.net, options={"freezing": True})
         w, h = self.info.input_size
