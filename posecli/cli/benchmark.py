@@ -9,10 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from posecli.choices import Network, Precision
+from posecli.choices import Backend, Network, Precision
 from posecli.cli.common import console, device_option, out, user_errors
 from posecli.engine.bench.run import BenchmarkResult, load_benchmark_model, requested_settings, run_benchmark
 from posecli.engine.inference import InferenceSettings
+from posecli.engine.runtimes import installed_runtimes
 from posecli.errors import UserError
 from posecli.fileio import check_output, write_json
 
@@ -42,7 +43,8 @@ def benchmark(
     layout: Annotated[str, typer.Option(help="Keypoint layout of the random model (coco, aic, coco-aic).")] = "coco",
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
     device: Annotated[str, typer.Option(help="auto (CUDA if there is one), cpu, cuda or cuda:N.")] = "auto",
-    precision: Annotated[str, typer.Option(help="Comma-separated precisions: fp32, bf16, fp16 (each against its own matmul peak).")] = "fp32",
+    precision: Annotated[str, typer.Option(help="Comma-separated precisions: fp32, bf16, fp16 (each against its own matmul peak), or all (those that do not run natively here are noted, not run).")] = "fp32",
+    backend: Annotated[str, typer.Option(help="Comma-separated backends: torch, onnxruntime, openvino, or all (torch and every installed runtime), timed side by side.")] = "torch",
     network: Annotated[str, typer.Option(help="Comma-separated networks: auto (eval's and predict's default), plain, folded, onednn, compiled.")] = "auto",
     chunk: Annotated[Optional[int], typer.Option(min=0, show_default="the network's own on CPU", help="Crops per network call, 0 = the whole batch.")] = None,
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Flip test: two forwards per crop, as eval runs.")] = False,
@@ -60,17 +62,21 @@ def benchmark(
       posecli benchmark --batch-sizes 1,8,32 --compare --pipeline
 
       posecli benchmark -w model.safetensors --flip --precision fp32,bf16 --out bench.json
+
+      posecli benchmark --batch-sizes 32 --backend all --precision all
     """
     sizes = comma_list(batch_sizes, "--batch-sizes", positive_int)
-    precisions = comma_list(precision, "--precision", lambda t: Precision.parse(t, "precision"))
+    precisions = [] if precision == "all" else comma_list(precision, "--precision", lambda t: Precision.parse(t, "precision"))
     networks = comma_list(network, "--network", lambda t: Network.parse(t, "network"))
+    precisions = list(Precision) if precision == "all" else precisions
+    backends = [Backend.TORCH, *installed_runtimes()] if backend == "all" else comma_list(backend, "--backend", lambda t: Backend.parse(t, "backend"))
     base = InferenceSettings(device=device_option(device), flip=flip, chunk=chunk)
     if weights is not None and not weights.is_file():
         raise UserError(f"{weights}: no such weights file")
     if out_file is not None:
         check_output(out_file, [weights])
     net, info, source = load_benchmark_model(weights, arch, layout)
-    settings = requested_settings(base, precisions, networks, compare)
+    settings = requested_settings(base, precisions, networks, compare, tuple(backends))
     result = run_benchmark(net, info, source, settings=settings, batch_sizes=sizes, pipeline=pipeline, warmup=warmup,
                            repeats=repeats, budget_s=budget, progress=lambda msg: console.print(f"[dim]{msg}[/]"))  # fmt: skip
     print_result(result)

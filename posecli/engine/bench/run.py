@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from posecli.choices import Network, Precision
+from posecli.choices import Backend, Network, Precision
+from posecli.engine import runtimes
 from posecli.engine.bench.machine import CpuUse, machine_info
 from posecli.engine.bench.peaks import ConvPeak, MatmulPeak, MatmulProbe, conv_peak
 from posecli.engine.bench.timing import ModelRun, PipelineRun, bench_batch, bench_pipeline, sample_images_and_boxes
@@ -53,9 +54,10 @@ class BenchmarkResult:
 
 
 def requested_settings(base: InferenceSettings, precisions: list[Precision], networks: list[Network],
-                       compare: bool) -> list[InferenceSettings]:  # fmt: skip
-    """Every (precision, network) asked for, on ``base``'s device, flip and chunk; ``compare`` adds,
-    per precision, the plain network and each speed network, so one run shows what each one buys.
+                       compare: bool, backends: tuple[Backend, ...] = (Backend.TORCH,)) -> list[InferenceSettings]:  # fmt: skip
+    """Every (precision, backend, network) asked for, on ``base``'s device, flip and chunk; ``compare``
+    adds, per precision, torch's plain network and each speed network, so one run shows what each one buys.
+    The ONNX runtimes run one exported graph each (networks are torch's ways of running it).
 
     oneDNN runs float32 on the CPU only: elsewhere it is left out of the comparison (and an explicit
     ask for it fails when the predictor is built)."""
@@ -65,8 +67,24 @@ def requested_settings(base: InferenceSettings, precisions: list[Precision], net
         if compare:
             fusable = precision == Precision.FP32 and pick_device(base.device).type == "cpu"
             asked = [Network.PLAIN, *[n for n in SPEED_NETWORKS if n != Network.ONEDNN or fusable], *asked]
-        settings += [base.replace(precision=precision, network=n) for n in asked]
+        for backend in backends:
+            if backend in (Backend.TORCH, Backend.AUTO):
+                settings += [base.replace(precision=precision, network=n) for n in asked]
+            else:
+                settings.append(base.replace(precision=precision, backend=backend))
     return list(dict.fromkeys(settings))
+
+
+def runnable(settings: list[InferenceSettings], device: torch.device) -> tuple[list[InferenceSettings], list[str]]:
+    """The settings whose precision runs natively on their backend here, and a note for each other one."""
+    kept, notes = [], []
+    for s in settings:
+        problem = runtimes.precision_problem(runtimes.resolve_backend(s.backend, graph=False), s.precision, device)
+        if problem:
+            notes.append(f"{s.label}: not run, {problem}")
+        else:
+            kept.append(s)
+    return kept, notes
 
 
 def random_model(arch: str, layout: str, seed: int = 0) -> tuple[PoseHRNet, ModelInfo]:
@@ -99,6 +117,9 @@ def random_model(arch: str, layout: str, seed: int = 0) -> tuple[PoseHRNet, Mode
 def load_benchmark_model(weights: str | Path | None, arch: str, layout: str) -> tuple[nn.Module, ModelInfo, str]:
     """A weights file, or a random model of ``arch``/``layout`` -> (model, info, where the weights came from)."""
     if weights is not None:
+        if str(weights).lower().endswith(".onnx"):
+            raise UserError(f"{weights}: benchmark times torch weights and exports them for each --backend itself; "
+                            "give the .safetensors or .pth the graph was exported from")  # fmt: skip
         net, info = load_model(weights)
         return net, info, str(weights)
     net, info = random_model(arch, layout)
@@ -125,6 +146,9 @@ def run_benchmark(net: nn.Module, info: ModelInfo, source: str, *, settings: lis
     """
     cpu_use, macs = CpuUse(), count_macs(net, info.input_size)
     device = pick_device(settings[0].device)
+    settings, refused = runnable(settings, device)
+    if not settings:
+        raise UserError("no setting asked for runs here: " + "; ".join(refused))
     probes, peaks = {}, {}
     for precision in dict.fromkeys([Precision.FP32] + [s.precision for s in settings]):
         progress(f"matmul peak, {precision}")
@@ -138,7 +162,7 @@ def run_benchmark(net: nn.Module, info: ModelInfo, source: str, *, settings: lis
     plain = settings[0].replace(network=Network.PLAIN, precision=Precision.FP32)
     reference = {flip: Predictor.from_model(net, info, plain.replace(flip=flip)).heatmaps(crops[: batch_sizes[0]])
                  for flip in {s.flip for s in settings}}  # fmt: skip
-    predictors, notes = {}, [f"weights: {source}"]
+    predictors, notes = {}, [f"weights: {source}", *refused]
     for s in settings:
         progress(f"preparing {s.label}" + (" (compiling)" if s.network == Network.COMPILED else ""))
         start = time.perf_counter()

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from posecli import sample
-from posecli.choices import Precision
+from posecli.choices import Backend, Precision
 from posecli.data.coco import read_coco, read_detections
 from posecli.engine.bench.machine import peak_memory_mb
 from posecli.engine.bench.peaks import SLOW_GFLOPS, MatmulPeak, MatmulProbe
@@ -29,7 +29,7 @@ class ModelRun:
 
     setting: str
     precision: str
-    network: str
+    network: str  # torch's way of running the network; "onnx" for a runtime's exported graph
     batch_size: int
     crops_per_s: float | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)  # p50 / p90 / p99 of one batch
@@ -41,6 +41,7 @@ class ModelRun:
     max_rel_diff: float | None = None  # max |heatmaps - plain fp32| / max |plain fp32|, smallest batch only
     repeats: int = 0
     skipped: str | None = None
+    backend: str = "torch"
 
 
 @dataclass
@@ -85,7 +86,8 @@ def bench_batch(predictors: dict[InferenceSettings, Predictor], crops: np.ndarra
     calls or once its calls have taken ``budget_s``.
     """
     batch = crops[:batch_size]
-    runs = {s: ModelRun(s.label, str(s.precision), str(p.settings.network), batch_size) for s, p in predictors.items()}
+    runs = {s: ModelRun(s.label, str(s.precision), str(p.settings.network) if p.settings.backend == Backend.TORCH else "onnx",
+                        batch_size, backend=str(p.settings.backend)) for s, p in predictors.items()}  # fmt: skip
     times: dict[InferenceSettings, list[float]] = {}
     samples: dict[InferenceSettings, list[float]] = {}
     for s, predictor in predictors.items():
