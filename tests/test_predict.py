@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -177,7 +178,8 @@ def test_weights_that_are_not_a_pose_model_are_an_error(tmp_path, name, content)
 # --- ONNX person detector, on hand-written ONNX graphs whose outputs are constants ---------
 
 
-def test_yolox_raw_output_decodes_to_the_person_box_in_image_pixels(tmp_path):
+@pytest.mark.parametrize("runner", ["ONNX Runtime", "OpenCV"])
+def test_yolox_raw_output_decodes_to_the_person_box_in_image_pixels(tmp_path, monkeypatch, runner):
     input_size = (64, 32)  # (w, h)
     grid, stride = yolox_grid(input_size)
     raw = np.zeros((len(grid), 7), np.float32)  # xy, log wh, objectness, 2 classes
@@ -189,8 +191,14 @@ def test_yolox_raw_output_decodes_to_the_person_box_in_image_pixels(tmp_path):
     np.testing.assert_allclose(xyxy[a], [20, 0, 36, 24])
     path = tmp_path / "yolox.onnx"
     _constant_onnx(path, (1, 3, 32, 64), [raw[None]])
-    assert onnx_input_size(path) == (64, 32)
+    # The input size comes from ONNX Runtime's session, or without it from the onnx package.
+    pytest.importorskip("onnxruntime" if runner == "ONNX Runtime" else "onnx")
+    if runner == "OpenCV":
+        find_spec = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else find_spec(name))
+        assert onnx_input_size(path) == (64, 32)
     detector = OnnxYoloxDetector(path, min_score=0.5)
+    assert detector.input_size == (64, 32) and detector.name.endswith(f"({runner})")
     image = np.zeros((64, 128, 3), np.uint8)  # letterboxed at ratio 0.5
     assert letterbox(image, input_size)[1] == 0.5
     boxes, scores = detector(image)

@@ -1,4 +1,4 @@
-"""Person detectors that run offline on the CPU with OpenCV alone: HOG, or a YOLOX-style ONNX model.
+"""Person detectors that run offline on the CPU: OpenCV's HOG, or a YOLOX-style ONNX model (ONNX Runtime or OpenCV).
 
 A detector is a callable ``image (H, W, 3) uint8 BGR -> (xyxy (N, 4) float32 image px, scores (N,) float32)``
 with a ``name`` saying what it is. ``make_detector`` turns the ``--detector`` value into one.
@@ -6,6 +6,7 @@ with a ``name`` saying what it is. ``make_detector`` turns the ``--detector`` va
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def decode_yolox(raw: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarr
 
 @dataclass
 class OnnxYoloxDetector:
-    """A YOLOX-style person detector in ONNX, run by OpenCV's dnn module on the CPU.
+    """A YOLOX-style person detector in ONNX, run by ONNX Runtime where it is installed, else OpenCV's dnn module.
 
     Input: the BGR image letterboxed into the model's size (pad 114), float32 0..255, no
     normalisation. Output: either raw (1, A, 5 + C) predictions (decoded, thresholded and NMS-ed
@@ -112,24 +113,40 @@ class OnnxYoloxDetector:
     iou: float = NMS_IOU
     name: str = field(init=False)
     input_size: tuple[int, int] = field(init=False)  # (w, h)
-    _net: cv2.dnn.Net = field(init=False, repr=False)
+    _net: cv2.dnn.Net | None = field(init=False, repr=False, default=None)
+    _session: object | None = field(init=False, repr=False, default=None)  # an onnxruntime.InferenceSession
 
     def __post_init__(self):
         if not Path(self.path).is_file():
             raise UserError(f"{self.path}: no such detector file")
-        try:
-            self._net = cv2.dnn.readNetFromONNX(str(self.path))
-        except cv2.error as e:
-            raise UserError(f"{self.path}: OpenCV cannot read this ONNX model ({_first_line(e)})") from None
-        self.input_size = onnx_input_size(self.path) or YOLOX_DEFAULT_SIZE
-        self.name = f"ONNX detector {Path(self.path).name} at {self.input_size[0]}x{self.input_size[1]}"
+        if importlib.util.find_spec("onnxruntime") is not None:
+            import onnxruntime
+
+            try:
+                self._session = onnxruntime.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+            except Exception as e:  # ONNX Runtime raises its own types for unreadable or invalid models
+                raise UserError(f"{self.path}: ONNX Runtime cannot read this ONNX model ({_first_line(e)})") from None
+            size = _fixed_size(self._session.get_inputs()[0].shape)
+        else:
+            try:
+                self._net = cv2.dnn.readNetFromONNX(str(self.path))
+            except cv2.error as e:
+                raise UserError(f"{self.path}: OpenCV cannot read this ONNX model ({_first_line(e)})") from None
+            size = onnx_input_size(self.path)
+        self.input_size = size or YOLOX_DEFAULT_SIZE
+        runner = "ONNX Runtime" if self._session is not None else "OpenCV"
+        self.name = f"ONNX detector {Path(self.path).name} at {self.input_size[0]}x{self.input_size[1]} ({runner})"
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         canvas, ratio = letterbox(image, self.input_size)
-        self._net.setInput(canvas.transpose(2, 0, 1)[None].astype(np.float32))
+        blob = np.ascontiguousarray(canvas.transpose(2, 0, 1)[None], dtype=np.float32)
         try:
-            outputs = self._net.forward(self._net.getUnconnectedOutLayersNames())
-        except cv2.error as e:
+            if self._session is not None:
+                outputs = self._session.run(None, {self._session.get_inputs()[0].name: blob})
+            else:
+                self._net.setInput(blob)
+                outputs = self._net.forward(self._net.getUnconnectedOutLayersNames())
+        except Exception as e:  # cv2.error, or ONNX Runtime's own types
             raise UserError(f"{self.path}: the detector failed on a {self.input_size[0]}x{self.input_size[1]} input ({_first_line(e)})") from None
         xyxy, scores = self._read_outputs([np.asarray(o) for o in outputs])
         xyxy = xyxy / ratio
@@ -168,56 +185,23 @@ def make_detector(spec: str, min_score: float = 0.3):
 
 
 def onnx_input_size(path: str | Path) -> tuple[int, int] | None:
-    """(w, h) of an ONNX model's first input when the file fixes it, else None.
+    """(w, h) of an ONNX model's first input when the file fixes it, read with the onnx package; None without it."""
+    if importlib.util.find_spec("onnx") is None:
+        return None
+    import onnx
 
-    Reads the protobuf wire format directly (ModelProto.graph.input[0].type.tensor_type.shape),
-    so that no onnx package is needed.
-    """
     try:
-        model = memoryview(Path(path).read_bytes())
-        graph = _message(model, 7)
-        value_info = _message(graph, 11)
-        shape = _message(_message(_message(value_info, 2), 1), 2)
-        dims = [dict((n, v) for n, v in _fields(d)).get(1) for n, d in _fields(shape) if n == 1]
-    except (ValueError, IndexError, StopIteration):
+        dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    except Exception:  # a file onnx cannot parse: OpenCV has read it, so leave the size to the default
         return None
-    if len(dims) != 4 or not all(isinstance(d, int) and d > 0 for d in dims[2:]):
+    return _fixed_size([d.dim_value if d.HasField("dim_value") else None for d in dims])
+
+
+def _fixed_size(shape: list) -> tuple[int, int] | None:
+    """(w, h) of an NCHW input shape whose H and W are fixed positive integers, else None."""
+    if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape[2:]):
         return None
-    return dims[3], dims[2]
-
-
-def _message(buf: memoryview, number: int) -> memoryview:
-    """The first length-delimited field ``number`` of a protobuf message."""
-    return next(v for n, v in _fields(buf) if n == number and isinstance(v, memoryview))
-
-
-def _fields(buf: memoryview):
-    """(field number, value) pairs of a protobuf message: ints for varints, memoryviews otherwise."""
-    pos = 0
-    while pos < len(buf):
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-        elif wire == 2:
-            n, pos = _varint(buf, pos)
-            value, pos = buf[pos : pos + n], pos + n
-        elif wire in (1, 5):
-            n = 8 if wire == 1 else 4
-            value, pos = buf[pos : pos + n], pos + n
-        else:
-            raise ValueError(f"protobuf wire type {wire}")
-        yield number, value
-
-
-def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        byte = buf[pos]
-        value |= (byte & 0x7F) << shift
-        pos, shift = pos + 1, shift + 7
-        if byte < 0x80:
-            return value, pos
+    return shape[3], shape[2]
 
 
 def _first_line(e: Exception) -> str:
