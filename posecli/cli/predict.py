@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
@@ -55,7 +56,7 @@ def predict(
             bar.update(task, completed=done, total=total)
 
         def warn(message: str) -> None:
-            bar.console.print(f"[yellow]warning:[/] {message}", highlight=False)
+            bar.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
         with one_unit():  # every drawn file and predictions.json, or none (a full disk half-way leaves the old ones)
             summary = run_predict(cfg, progress, warn)

@@ -161,6 +161,7 @@ class Detections:
     image_ids: list  # image id of each box, as written in the file
     xywh: list[list]  # (N, 4) as written
     scores: list[float]
+    indices: list[int]  # each box's entry number in the file
     skips: Skips  # bad entries, skipped
     entries: int  # person entries in the file
 
@@ -176,7 +177,7 @@ def read_detection_file(path: str | Path, image_sizes: dict | None = None, min_s
     if not isinstance(dets, list):
         raise UserError(f"{path}: a detection file is a JSON list of {{image_id, category_id, bbox, score}}, "
                         f"this one is {records.json_type(dets)}")  # fmt: skip
-    out = Detections([], [], [], Skips(str(path), "detector boxes"), 0)
+    out = Detections([], [], [], [], Skips(str(path), "detector boxes"), 0)
     for i, det in enumerate(dets):
         if not isinstance(det, dict) or not all(k in det for k in ("image_id", "category_id", "bbox", "score")):
             out.skips.add(f"entry {i}", Problem(f"not a detection (needs image_id, category_id, bbox, score): {records.show(det)}",
@@ -201,6 +202,7 @@ def read_detection_file(path: str | Path, image_sizes: dict | None = None, min_s
         out.image_ids.append(det["image_id"])
         out.xywh.append(bbox)
         out.scores.append(det["score"])
+        out.indices.append(i)
     return out
 
 

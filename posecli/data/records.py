@@ -162,6 +162,7 @@ class Skips:
     source: str  # the file
     kind: str  # what the records are: "detector boxes"
     consequence: str = ""  # said after the list: "their persons count as missed"
+    total: int | None = None  # records of this kind in the file, if known
     named: list[str] = field(default_factory=list)
     reasons: Counter = field(default_factory=Counter)
 
@@ -173,12 +174,17 @@ class Skips:
     def __len__(self) -> int:
         return sum(self.reasons.values())
 
+    def extend(self, other: "Skips") -> None:
+        self.reasons += other.reasons
+        self.named += other.named[: SHOWN - len(self.named)]
+
     def summary(self, total: int | None = None) -> str | None:
         """One line: '<file>: skipped 3 of 118 <kind> (2 non-finite bbox, 1 ...): entry 4: ...; ...', or None."""
         if not self.reasons:
             return None
         why = ", ".join(f"{n} {reason}" for reason, n in self.reasons.most_common())
         more = "; ..." if len(self) > len(self.named) else ""
+        total = self.total if total is None else total
         of = f" of {total}" if total is not None else ""
         after = f". {self.consequence}" if self.consequence else ""
         return f"{self.source}: skipped {len(self)}{of} {self.kind} ({why}): {'; '.join(self.named)}{more}{after}"

@@ -113,6 +113,7 @@ class OnnxYoloxDetector:
     iou: float = NMS_IOU
     name: str = field(init=False)
     input_size: tuple[int, int] = field(init=False)  # (w, h)
+    dropped: int = field(init=False, default=0)  # boxes above the score threshold that were not finite or empty
     _net: cv2.dnn.Net | None = field(init=False, repr=False, default=None)
     _session: object | None = field(init=False, repr=False, default=None)  # an onnxruntime.InferenceSession
 
@@ -152,6 +153,10 @@ class OnnxYoloxDetector:
         xyxy = xyxy / ratio
         xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, image.shape[1])
         xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, image.shape[0])
+        with np.errstate(invalid="ignore"):
+            good = np.isfinite(xyxy).all(1) & np.isfinite(scores) & (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+            self.dropped += int((~good & ~(scores < self.min_score)).sum())  # NaN scores count too
+        xyxy, scores = xyxy[good], scores[good]  # NaN would upset the NMS; an empty box holds nobody
         keep = nms(xyxy, scores, self.min_score, self.iou)
         return xyxy[keep].astype(np.float32), scores[keep].astype(np.float32)
 

@@ -20,6 +20,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from posecli.data.coco import read_detection_file
+from posecli.data.images import decode_image
+from posecli.data.records import OUTSIDE, Problem, Skips, show
 from posecli.draw import draw_people
 from posecli.engine.cocometric import rescore
 from posecli.engine.detect import make_detector
@@ -70,6 +73,11 @@ class Boxes:
     xyxy: np.ndarray  # (N, 4) float32, image px
     scores: np.ndarray  # (N,) float32
     source: str  # where they came from, as the output reports it
+    entries: np.ndarray | None = None  # (N,) the det file's entry number of each box, if from one
+
+
+def no_boxes(source: str) -> Boxes:
+    return Boxes(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), source, np.zeros(0, np.int64))
 
 
 def whole_image(image: np.ndarray, why: str) -> Boxes:
@@ -77,28 +85,32 @@ def whole_image(image: np.ndarray, why: str) -> Boxes:
     return Boxes(np.array([[0, 0, w, h]], np.float32), np.ones(1, np.float32), f"whole image ({why})")
 
 
-def read_det_file(det_path: Path, images: list[Path], ann_path: Path | None = None) -> dict[Path, Boxes]:
+def read_det_file(det_path: Path, images: list[Path], ann_path: Path | None = None,
+                  skips: Skips | None = None) -> dict[Path, Boxes]:  # fmt: skip
     """COCO detection results (image_id, bbox xywh, score, category_id) -> boxes per given image.
 
     Image ids come from ``ann_path`` (COCO annotations: file_name -> id) when given, else from the
     file name's numeric stem (000000000785.jpg -> 785). Person boxes only (category_id 1), cast as
     MMPose casts detector boxes; no box for any given image means the file is for other images.
+    Bad entries (eval's reader, ``coco.read_detection_file``) are skipped and counted into ``skips``.
     """
-    records = read_json(det_path, "COCO detection file")
-    if not isinstance(records, list):
-        raise UserError(f"{det_path}: a COCO detection file is a JSON list of {{image_id, bbox, score, category_id}}")
+    dets = read_detection_file(det_path)
+    if skips is not None:
+        skips.extend(dets.skips)
+        skips.total = dets.entries
+    if not dets.scores:
+        raise UserError(f"{det_path}: no usable person detections (category_id 1)"
+                        + (f"; {dets.skips.summary(dets.entries)}" if len(dets.skips) else ""))  # fmt: skip
     ids = _image_ids(images, ann_path)
-    by_id: dict[int, list[tuple[list, float]]] = {}
-    for i, r in enumerate(records):
-        if not (isinstance(r, dict) and "image_id" in r and isinstance(r.get("bbox"), list) and len(r["bbox"]) == 4):
-            raise UserError(f"{det_path}: record {i} has no image_id and 4-number bbox: {str(r)[:120]}")
-        if r.get("category_id", 1) == 1:
-            by_id.setdefault(r["image_id"], []).append((r["bbox"], float(r.get("score", 1.0))))
+    by_id: dict = {}
+    for image_id, bbox, score, entry in zip(dets.image_ids, dets.xywh, dets.scores, dets.indices):
+        by_id.setdefault(image_id, []).append((bbox, score, entry))
     out = {}
     for path, image_id in ids.items():
         found = by_id.get(image_id, [])
-        xyxy = xywh_to_xyxy(np.array([b for b, _ in found], np.float64).reshape(-1, 4))
-        out[path] = Boxes(xyxy, np.array([s for _, s in found], np.float32), f"det file {det_path.name}")
+        xyxy = xywh_to_xyxy(np.array([b for b, _, _ in found], np.float64).reshape(-1, 4))
+        out[path] = Boxes(xyxy, np.array([s for _, s, _ in found], np.float32), f"det file {det_path.name}",
+                          np.array([e for _, _, e in found], np.int64))  # fmt: skip
     if not any(len(b.scores) for b in out.values()):
         known = sorted(by_id)[:5]
         raise UserError(f"{det_path}: no person box for any of the {len(images)} given images (its image ids start "
@@ -113,23 +125,32 @@ def _image_ids(images: list[Path], ann_path: Path | None) -> dict[Path, int]:
     ann = read_json(ann_path, "COCO annotation file")
     if not isinstance(ann, dict) or not isinstance(ann.get("images"), list):
         raise UserError(f"{ann_path}: a COCO annotation file has an 'images' list of {{id, file_name}}")
-    by_name = {Path(im["file_name"]).name: im["id"] for im in ann["images"] if "file_name" in im and "id" in im}
+    by_name = {}
+    for i, im in enumerate(ann["images"]):
+        if not (isinstance(im, dict) and isinstance(im.get("file_name"), str) and "id" in im):
+            raise UserError(f"{ann_path}: images[{i}] needs an id and a file_name string: {show(im)}")
+        by_name[Path(im["file_name"]).name] = im["id"]
     return {p: by_name[p.name] for p in images if p.name in by_name}
-
-
 
 
 @dataclass
 class BoxFinder:
-    """Boxes for one image: from the det file if given, else the detector, else the whole image."""
+    """Boxes for one image: from the det file if given, else the detector, else the whole image.
+
+    Det-file boxes that lie outside their image (known only once it is read) are skipped into
+    ``skips``; images left without a box are listed in ``empty``.
+    """
 
     det_boxes: dict[Path, Boxes] | None
     detector: Callable | None
     min_box_score: float
+    skips: Skips | None = None
+    empty: list[Path] = field(default_factory=list)
 
     def __call__(self, image: np.ndarray, path: Path | None) -> Boxes:
         if self.det_boxes is not None:
-            boxes = self.det_boxes.get(path) or Boxes(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), "det file: no entry")
+            boxes = self.det_boxes.get(path) or no_boxes("det file: no entry")
+            boxes = self._inside(boxes, image.shape[1], image.shape[0])
         elif self.detector is None:
             return whole_image(image, "no person detector")
         else:
@@ -138,7 +159,22 @@ class BoxFinder:
         keep = boxes.scores >= self.min_box_score
         if self.det_boxes is None and not keep.any():
             return whole_image(image, f"{self.detector.name} found nobody")
-        return Boxes(boxes.xyxy[keep], boxes.scores[keep], boxes.source)
+        if not keep.any():
+            self.empty.append(path)
+        entries = boxes.entries[keep] if boxes.entries is not None else None
+        return Boxes(boxes.xyxy[keep], boxes.scores[keep], boxes.source, entries)
+
+    def _inside(self, boxes: Boxes, width: int, height: int) -> Boxes:
+        x1, y1, x2, y2 = boxes.xyxy.T
+        outside = (x1 >= width) | (y1 >= height) | (x2 <= 0) | (y2 <= 0)
+        if not outside.any():
+            return boxes
+        for k in np.flatnonzero(outside):
+            if self.skips is not None:
+                box = [round(float(v), 2) for v in boxes.xyxy[k]]
+                self.skips.add(f"entry {boxes.entries[k]}", Problem(f"box [x1, y1, x2, y2] = {box} lies outside its {width}x{height} image", OUTSIDE))
+        inside = ~outside
+        return Boxes(boxes.xyxy[inside], boxes.scores[inside], boxes.source, boxes.entries[inside])
 
     def describe(self) -> str:
         if self.det_boxes is not None:
@@ -150,6 +186,8 @@ class BoxFinder:
 
 def person_records(boxes: Boxes, keypoints: np.ndarray, scores: np.ndarray) -> list[dict]:
     """Boxes and their keypoints (N, K, 2), scores (N, K) -> JSON-ready records."""
+    if len(keypoints) == 0:  # an image with no person box: no people
+        return []
     xywh = xyxy_to_xywh(boxes.xyxy)
     flat = np.concatenate([keypoints, scores[..., None]], -1).reshape(len(keypoints), -1)
     inst = rescore(boxes.scores, scores)  # eval's bbox_keypoint score (MMPose's threshold 0.2)
@@ -202,9 +240,10 @@ def predict(cfg: PredictConfig, progress: Callable[[int, int], None] = lambda do
     if cfg.boxes is not None and inputs.videos:
         raise UserError(f"--boxes gives boxes for images, not for videos ({inputs.videos[0]}); use --detector for videos")
     names = output_names(inputs, cfg.out)
-    det_boxes = read_det_file(cfg.boxes, inputs.images, cfg.ann) if cfg.boxes is not None else None
+    skips = Skips(str(cfg.boxes), "detector boxes") if cfg.boxes is not None else None
+    det_boxes = read_det_file(cfg.boxes, inputs.images, cfg.ann, skips) if cfg.boxes is not None else None
     detector = make_detector(cfg.detector, cfg.min_box_score) if det_boxes is None else None
-    find_boxes = BoxFinder(det_boxes, detector, cfg.min_box_score)
+    find_boxes = BoxFinder(det_boxes, detector, cfg.min_box_score, skips)
     summary.box_source = find_boxes.describe()
     predictor = Predictor.from_weights(cfg.weights, cfg.inference)
 
@@ -218,12 +257,10 @@ def predict(cfg: PredictConfig, progress: Callable[[int, int], None] = lambda do
 
     image_records = []
     for path in inputs.images:
-        image = read_image(path)
+        image, problem = decode_image(path)  # the check training and eval make, then OpenCV's decode
         if image is None:
-            note(f"{path}: not a readable image; skipped")
+            note(f"{path}: not a readable image; skipped ({problem})")
         else:
-            if det_boxes is not None and (path not in det_boxes or not len(det_boxes[path].scores)):
-                note(f"{path}: the det file has no person box for this image; no people predicted")
             record, drawn = _predict_one(predictor, find_boxes, image, path, cfg, summary)
             image_records.append({"file": str(path), "drawn": names[path] if cfg.draw else None, **record})
             if drawn is not None:
@@ -239,6 +276,14 @@ def predict(cfg: PredictConfig, progress: Callable[[int, int], None] = lambda do
         else:
             video_records.append(video)
     summary.seconds = time.perf_counter() - start
+    if skips is not None and len(skips):
+        note(skips.summary())
+    if find_boxes.empty:  # usual with a score threshold: said once, not per image
+        shown = ", ".join(p.name for p in find_boxes.empty[:3]) + (", ..." if len(find_boxes.empty) > 3 else "")
+        note(f"{len(find_boxes.empty)} of {summary.images} images have no person box in {cfg.boxes.name} scoring "
+             f">= {cfg.min_box_score} ({shown}); their records list no people")  # fmt: skip
+    if getattr(detector, "dropped", 0):
+        note(f"{detector.name} gave {detector.dropped} boxes with non-finite or no width or height; they were left out")
     if summary.images + summary.frames == 0:
         raise UserError("nothing could be processed: " + "; ".join(summary.warnings))
 
@@ -336,16 +381,6 @@ def output_names(inputs: Inputs, out: Path) -> dict[Path, str]:
         if (out / name).resolve() == path.resolve():
             raise UserError(f"--out {out} would overwrite the input {path}; choose another output folder")
     return names
-
-
-def read_image(path: Path) -> np.ndarray | None:
-    """(H, W, 3) uint8 BGR, decoded as MMPose does (cv2.imdecode of the file's bytes), or None."""
-    try:
-        data = np.fromfile(path, np.uint8)
-    except OSError:
-        return None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    return image
 
 
 def write_image(path: Path, image: np.ndarray) -> Path:
