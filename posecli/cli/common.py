@@ -7,6 +7,7 @@ from typing import Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from posecli.devices import device_problem
 from posecli.errors import UserError
@@ -23,7 +24,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except UserError as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False)
+            console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)  # "[x, y, w, h]" is no markup
             raise typer.Exit(1) from None
         except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
             console.print(f"[bold red]error:[/] {e.strerror}: {e.filename}", highlight=False)

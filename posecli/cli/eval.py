@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -71,6 +72,8 @@ def evaluate(
     backend: Annotated[Backend, typer.Option(help="What runs crops -> heatmaps: auto = torch, or for a .onnx the installed runtime.")] = Backend.AUTO,
     precision: Annotated[Precision, typer.Option(help="fp32 gives MMPose's numbers; bf16 runs on CPUs with AMX or AVX512-BF16 and CUDA, fp16 on CUDA (docs/deploy.md).")] = Precision.FP32,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Write results.keypoints.json and metrics.json here.")] = None,
+    skip_bad_images: Annotated[bool, typer.Option(help="Evaluate without the images that fail the check (missing, empty, "
+                                                       "truncated) and their ground truth, instead of stopping.")] = False,  # fmt: skip
 ) -> None:
     """COCO keypoint AP with detector or ground-truth boxes, flip test, rescoring and OKS NMS."""
     device_option(device)
@@ -100,14 +103,14 @@ def evaluate(
         result = run_evaluation(
             predictor, ann_file, images_dir, boxes_file, workers=workers,
             out_dir=out_dir, nms=nms, nms_thr=nms_thr if nms_thr is not None else test.nms_thr,
-            keypoint_score_thr=test.keypoint_score_thr, min_box_score=min_box_score,
+            keypoint_score_thr=test.keypoint_score_thr, min_box_score=min_box_score, skip_bad_images=skip_bad_images,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             log=lambda msg: main and console.print(f"[dim]{msg}[/]", highlight=False),
         )  # fmt: skip
     if not main:
         return
     for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if result.metrics:
         _print(result, published)
         if out_dir:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from posecli.cli.common import console, device_option, out, user_errors
@@ -22,7 +23,7 @@ class TrainView:
     def __call__(self, e: dict) -> None:
         kind = e["kind"]
         if kind == "note":
-            console.print(f"[yellow]note:[/] {e['text']}", highlight=False)
+            console.print(f"[yellow]note:[/] {escape(e['text'])}", highlight=False)
         elif kind == "start":
             how = f"resuming in epoch {e['epoch'] + 1} after step {e['step']}" if e["resumed"] else "new run"
             console.print(f"[bold]train[/] {e['preset']}: {e['arch']}, {e['instances']} instances, {e['world']} "
@@ -71,6 +72,8 @@ def train(
     resume_from: Annotated[Optional[Path], typer.Option(help="Continue a run from this .state.pt file (implies --resume).")] = None,
     init_backbone: Annotated[Optional[Path], typer.Option(help="ImageNet HRNet .pth (e.g. hrnet_w32-36af842e.pth) for the backbone.")] = None,
     sample: Annotated[bool, typer.Option(help="Train on the bundled sample (4 COCO + 3 AIC images), small model and schedule.")] = False,
+    skip_bad_images: Annotated[bool, typer.Option(help="Train and validate without the images that fail the check before "
+                                                       "epoch 1 (missing, empty, truncated), instead of stopping there.")] = False,  # fmt: skip
 ) -> None:
     """Train a preset (coco, coco-aic-merge, coco-aic-combine) on CPU, one GPU, or many with torchrun.
 
@@ -92,7 +95,8 @@ def train(
     if workdir is None:
         workdir = Path("runs") / (Path(preset).stem if preset else "run")
     opts = RunOptions(workdir=workdir, data_root=data_root, sample=sample, resume=resume_path, init_backbone=init_backbone,
-                      amp=amp, device=device, micro_batches=micro_batches, checkpoint_iters=checkpoint_iters)  # fmt: skip
+                      amp=amp, device=device, micro_batches=micro_batches, checkpoint_iters=checkpoint_iters,
+                      skip_bad_images=skip_bad_images)  # fmt: skip
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.6f}  lr {task.fields[lr]:.2e}  data {task.fields[data]:.2f}s"),
                TimeRemainingColumn())  # fmt: skip

@@ -203,7 +203,7 @@ def evaluate(predictor: Predictor | str | Path, ann_file: str | Path, images_dir
     predictor = fit_layout(predictor, coco.layout)
     boxes = read_detections(boxes_file, coco, min_box_score) if boxes_file else gt_boxes(coco)
     warnings = list(boxes.warnings)
-    paths = {image_id: Path(images_dir) / coco.images[int(image_id)]["file_name"] for image_id in np.unique(boxes.image_ids)}
+    paths = _image_paths(coco, images_dir, boxes)
     bad = check_images(list(paths.values()))
     if bad:
         message = describe_bad(bad, len(paths), f"images with boxes under {images_dir}")
@@ -256,6 +256,20 @@ def evaluate(predictor: Predictor | str | Path, ann_file: str | Path, images_dir
             Path(results_tmp).write_text(text)
             Path(metrics_tmp).write_text(summary)
     return result
+
+
+def _image_paths(coco: CocoFile, images_dir: str | Path, boxes: Boxes) -> dict:
+    """Image id -> path of every image with a box: the images evaluation reads."""
+    return {image_id: Path(images_dir) / coco.images[int(image_id)]["file_name"] for image_id in np.unique(boxes.image_ids)}
+
+
+def image_problems(ann_file: str | Path, images_dir: str | Path, boxes_file: str | Path | None = None,
+                   min_box_score: float | None = None) -> tuple[dict[str, str], int]:  # fmt: skip
+    """The bad images among those ``evaluate`` would read, checked as it checks them -> ({path: problem}, images)."""
+    coco = read_coco(ann_file)
+    boxes = read_detections(boxes_file, coco, min_box_score) if boxes_file else gt_boxes(coco)
+    paths = _image_paths(coco, images_dir, boxes)
+    return check_images(list(paths.values())), len(paths)
 
 
 def _left_out(message: str, coco: CocoFile) -> str:

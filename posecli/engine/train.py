@@ -41,7 +41,8 @@ from posecli.engine.checkpoint import (
     state_path,
 )
 from posecli.engine.curves import MetricsLog
-from posecli.engine.evaluate import evaluate
+from posecli.data.images import describe_bad
+from posecli.engine.evaluate import evaluate, image_problems
 from posecli.engine.inference import InferenceSettings, Predictor
 from posecli.engine.schedule import base_lr, lr_at
 from posecli.errors import UserError
@@ -75,6 +76,7 @@ class RunOptions:
     device: str | None = None  # cpu, cuda, cuda:N; default cuda if available
     micro_batches: int | None = None  # gradient accumulation: each batch in this many forward/backward passes (1)
     checkpoint_iters: int | None = None  # also save `last` every this many iterations (0: only at epoch ends)
+    skip_bad_images: bool = False  # leave out images that fail the check before epoch 1 (else stop there)
     channels_last: bool = True  # faster convolutions on CPU, same training (benchmarks/train_step.py)
 
     def resumed(self, run: dict | None) -> "RunOptions":
@@ -85,6 +87,7 @@ class RunOptions:
             self, data_root=root, sample=self.sample or bool(run.get("sample")), amp=self.amp or bool(run.get("amp")),
             micro_batches=self.micro_batches or run.get("micro_batches", 1),
             checkpoint_iters=run.get("checkpoint_iters", 0) if self.checkpoint_iters is None else self.checkpoint_iters,
+            skip_bad_images=self.skip_bad_images or bool(run.get("skip_bad_images")),
         )  # fmt: skip
 
 
@@ -222,9 +225,21 @@ def validate(model: torch.nn.Module, info: ModelInfo, preset: Preset, opts: RunO
     t = preset.test
     settings = InferenceSettings(device=str(d.device), flip=t.flip, decode=t.decode, batch_size=t.batch_size)
     predictor = Predictor.from_model(copy.deepcopy(model), info, settings, keep=t.output_keypoints)
-    result = evaluate(predictor, ann, images, boxes,
-                      nms=t.nms, nms_thr=t.nms_thr, keypoint_score_thr=t.keypoint_score_thr, progress=progress)  # fmt: skip
-    return dict(result.metrics, boxes="detector" if boxes else "ground truth")
+    # An image that turns bad after the check at setup is left out with a warning, not the end of the run.
+    result = evaluate(predictor, ann, images, boxes, nms=t.nms, nms_thr=t.nms_thr, keypoint_score_thr=t.keypoint_score_thr,
+                      skip_bad_images=True, progress=progress)  # fmt: skip
+    warnings = {"warnings": result.warnings} if result.warnings else {}
+    return dict(result.metrics, boxes="detector" if boxes else "ground truth", **warnings)
+
+
+def check_validation_images(preset: Preset, opts: RunOptions, log: Event) -> None:
+    """The validation images, checked before epoch 1 as eval checks them: bad ones stop the run, or are noted."""
+    bad, total = image_problems(*validation_data(preset, opts))
+    if bad:
+        message = describe_bad(bad, total, "validation images")
+        if not opts.skip_bad_images:
+            raise UserError(f"{message}. Replace them, or pass --skip-bad-images to train and validate without them")
+        log({"kind": "note", "text": f"{message}; validation leaves them out, with their ground truth"})
 
 
 def _autocast(amp: bool, device: torch.device):
@@ -281,7 +296,7 @@ def setup(preset_name: str | None, overrides: list[str], opts: RunOptions, log: 
         raise UserError(f"batch size {cfg.batch_size} does not split into {opts.micro_batches} equal micro-batches")
     settings = {"batch_size": cfg.batch_size, "world_size": d.world, "micro_batches": opts.micro_batches,
                 "sample": opts.sample, "amp": opts.amp, "data_root": str(opts.data_root) if opts.data_root else None,
-                "checkpoint_iters": opts.checkpoint_iters}  # fmt: skip
+                "checkpoint_iters": opts.checkpoint_iters, "skip_bad_images": opts.skip_bad_images}  # fmt: skip
     if blob is not None:
         check_compatible(opts.resume, blob, preset.to_dict(), settings)
         done = blob["state"]["epoch"]
@@ -289,7 +304,9 @@ def setup(preset_name: str | None, overrides: list[str], opts: RunOptions, log: 
             raise UserError(f"{opts.resume}: the run has done {done} epochs; it cannot be cut to {cfg.epochs} "
                             f"(resume it to {done} or more epochs, or evaluate its weights)")  # fmt: skip
     check_workdir(workdir, blob is not None)
-    dataset = build_train_dataset(preset, opts.data_root, cfg.seed, sample=opts.sample)
+    dataset = build_train_dataset(preset, opts.data_root, cfg.seed, sample=opts.sample, skip_bad_images=opts.skip_bad_images,
+                                  note=lambda text: log({"kind": "note", "text": text}))  # fmt: skip
+    check_validation_images(preset, opts, log)
     layout = get_layout(preset.model.layout)
     info = ModelInfo(preset.model.arch, layout.name, tuple(preset.model.input_size), tuple(preset.model.heatmap_size),
                      preset=preset.to_dict())  # fmt: skip
@@ -387,6 +404,8 @@ def train(preset_name: str | None, overrides: list[str], opts: RunOptions, log: 
         it, tick = iter(loader), time.perf_counter()
         for step in range(state.step, steps):
             parts = [next(it) for _ in range(micro)]
+            for text in (t for part in parts for t in r.dataset.bad_image_notes(part)):
+                log({"kind": "note", "text": text})  # an image that turned bad: its samples are replaced
             data_time = time.perf_counter() - tick
             lr = lr_at(state.iteration, epoch, cfg, r.lr0)
             loss = train_step(r, parts, lr)
@@ -411,6 +430,8 @@ def end_epoch(r: Run, epoch: int, log: Event) -> None:
     if (epoch + 1) % r.preset.data.val.interval == 0 or last_epoch:
         log({"kind": "validating", "epoch": epoch})
         result = validate(r.model, r.info, r.preset, r.opts, r.d)
+        for text in result.pop("warnings", []):
+            log({"kind": "note", "text": text})
         improved = result["AP"] > state.best_ap
         if improved:
             state.best_ap, state.best_epoch = result["AP"], epoch
