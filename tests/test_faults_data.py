@@ -149,14 +149,18 @@ def test_eval_refuses_bad_ground_truth_before_the_model_runs(tmp_path, case):
     assert files_in(tmp_path / "out") == []
 
 
-def test_eval_refuses_duplicate_annotation_ids_and_bad_image_sizes(tmp_path):
+def test_eval_refuses_duplicate_or_mistyped_ids_and_bad_image_sizes(tmp_path):
     data = copy.deepcopy(COCO)
     data["annotations"][5]["id"] = data["annotations"][4]["id"]  # COCOeval would keep only one of them
     failed(cli("eval", CKPT17, "--ann", write(tmp_path / "a.json", data), "--images", COCO_IMAGES),
            "annotation id 460541 is used twice")  # fmt: skip
     data = copy.deepcopy(COCO)
-    data["images"][1]["width"] = 0
+    data["annotations"][5]["image_id"] = [196141]
     failed(cli("eval", CKPT17, "--ann", write(tmp_path / "b.json", data), "--images", COCO_IMAGES),
+           "annotations[5] image_id is a list ([196141]), expected an integer")  # fmt: skip
+    data = copy.deepcopy(COCO)
+    data["images"][1]["width"] = 0
+    failed(cli("eval", CKPT17, "--ann", write(tmp_path / "c.json", data), "--images", COCO_IMAGES),
            "images[1] width is 0, expected a number > 0")  # fmt: skip
 
 
@@ -195,13 +199,15 @@ def test_eval_skips_bad_detector_boxes_with_one_counted_warning(tmp_path):
     dets[3]["bbox"] = [5000.0, 10.0, 30.0, 60.0]  # the image is 640 wide
     dets[4]["score"] = None
     dets.append({"image_id": 1, "category_id": 1, "bbox": [1, 2, 30, 40], "score": 0.9})  # not an image of the file
+    dets.append({"image_id": [785], "category_id": 1, "bbox": [1, 2, 30, 40], "score": 0.9})
     det = write(tmp_path / "det.json", dets)
     result = cli("eval", CKPT17, "--sample", "--boxes", det, "--workers", "0", "--no-flip", "--out", tmp_path / "out")
-    text = succeeded(result, f"{det}: skipped 6 of 11 detector boxes", "entry 0 (image 785): bbox[0] is NaN",
-                     "1 box outside the image", "1 score not a number", "1 image not in the annotations")  # fmt: skip
-    assert text.count("skipped 6 of 11") == 1  # one line, not one per box
+    text = succeeded(result, f"{det}: skipped 7 of 12 detector boxes", "entry 0 (image 785): bbox[0] is NaN",
+                     "1 box outside the image", "1 score not a number", "1 image not in the annotations",
+                     "1 image_id not an integer")  # fmt: skip
+    assert text.count("skipped 7 of 12") == 1  # one line, not one per box
     metrics = strict_json(tmp_path / "out" / "metrics.json")
-    assert metrics["num_boxes"] == 5 and "skipped 6 of 11" in metrics["warnings"][0]
+    assert metrics["num_boxes"] == 5 and "skipped 7 of 12" in metrics["warnings"][0]
 
 
 def test_eval_with_no_usable_detector_box_is_an_error(tmp_path):
@@ -378,6 +384,28 @@ def test_eval_skip_bad_images_leaves_them_out_with_their_ground_truth(tmp_path):
     succeeded(result, "1 of 4 images with boxes", TRUNCATED, "metrics are over the other 3 images")
     metrics = strict_json(tmp_path / "out" / "metrics.json")
     assert metrics["num_boxes"] == 8  # 12 ground-truth boxes, 4 of them on the truncated image
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_eval_image_that_turns_bad_during_the_run(tmp_path, monkeypatch, skip):
+    from posecli.engine import evaluate as evaluate_module
+
+    images = images_copy(tmp_path)
+    check = evaluate_module.check_images
+
+    def check_then_spoil(paths):  # cut after the check, as a failing disk would
+        bad = check(paths)
+        truncate(images / "000000196141.jpg")
+        return bad
+
+    monkeypatch.setattr(evaluate_module, "check_images", check_then_spoil)
+    args = ["eval", CKPT17, "--ann", COCO_ANN, "--images", images, "--workers", "0", "--no-flip", "--out", tmp_path / "out"]
+    if not skip:
+        failed(cli(*args), f"000000196141.jpg: {TRUNCATED}; replace the file or remove its boxes")
+        assert files_in(tmp_path / "out") == []
+    else:
+        succeeded(cli(*args, "--skip-bad-images"), "(they changed during the evaluation)", "metrics are over the other 3 images")
+        assert strict_json(tmp_path / "out" / "metrics.json")["num_boxes"] == 8
 
 
 def test_train_eval_and_predict_agree_on_a_truncated_jpeg(tmp_path):

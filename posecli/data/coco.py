@@ -74,6 +74,9 @@ def read_coco(path: str | Path) -> CocoFile:
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict) or not all(k in ann for k in ("id", "image_id", "category_id")):
             raise UserError(f"{path}: annotations[{i}] needs 'id', 'image_id' and 'category_id'")
+        problem = records.identifier(ann["id"], "id") or records.identifier(ann["image_id"], "image_id")
+        if problem:
+            raise UserError(f"{path}: annotations[{i}] {problem.detail}")
         if ann["image_id"] not in images:
             raise UserError(f"{path}: annotations[{i}] (id {ann['id']}) names image {ann['image_id']}, which is not in 'images'")
         if ann["id"] in ids:  # COCOeval indexes annotations by id, and evaluation sorts instances by it
@@ -188,6 +191,10 @@ def read_detection_file(path: str | Path, image_sizes: dict | None = None, min_s
             continue
         out.entries += 1
         where, bbox = f"entry {i} (image {records.show(det['image_id'], 20)})", det["bbox"]
+        problem = records.identifier(det["image_id"], "image_id")
+        if problem:
+            out.skips.add(f"entry {i}", problem)
+            continue
         if image_sizes is not None and det["image_id"] not in image_sizes:
             out.skips.add(where, Problem(f"image {records.show(det['image_id'], 20)} is not in the annotation file", "image not in the annotations"))
             continue

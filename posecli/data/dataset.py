@@ -151,7 +151,11 @@ def _load_source(src: Source, data_root: Path, target: Layout):
         images[img["id"]] = img
     by_image: dict = {image_id: [] for image_id in images}
     dropped: dict[str, int] = {}
-    for ann in data["annotations"]:
+    for i, ann in enumerate(data["annotations"]):
+        problem = records.identifier(ann.get("image_id"), "image_id") if isinstance(ann, dict) else None
+        problem = problem or (records.identifier(ann["id"], "id") if isinstance(ann, dict) and "id" in ann else None)
+        if problem:
+            raise UserError(f"{ann_path}: annotations[{i}] {problem.detail}")
         if isinstance(ann, dict) and ann.get("image_id") in by_image:
             by_image[ann["image_id"]].append(ann)
         else:

@@ -121,6 +121,13 @@ def box_xywh(bbox, what: str = "bbox", image_size: tuple[float, float] | None = 
     return None
 
 
+def identifier(value, what: str) -> Problem | None:
+    """None if ``value`` is an integer, as COCO's image and annotation ids are (evaluation sorts and indexes by them)."""
+    if type(value) is not int:
+        return Problem(f"{what} is {_kind(value)}, expected an integer", f"{what} not an integer")
+    return None
+
+
 def image_record(img) -> Problem | None:
     """None if a COCO image record has an id, a file_name string and a positive width and height."""
     if not isinstance(img, dict):
@@ -130,7 +137,7 @@ def image_record(img) -> Problem | None:
         return Problem(f"has no {' or '.join(missing)} (needs id, file_name, width and height)", "malformed image")
     if type(img["file_name"]) is not str:
         return Problem(f"file_name is {json_type(img['file_name'])}, expected a string", "malformed image")
-    return number(img["width"], "width", above=0) or number(img["height"], "height", above=0)
+    return identifier(img["id"], "id") or number(img["width"], "width", above=0) or number(img["height"], "height", above=0)
 
 
 def non_finite(value) -> str | None:

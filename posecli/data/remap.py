@@ -72,6 +72,9 @@ def remap_dataset(coco: dict, source: Layout, target: Layout, path: str = "<coco
     for image in images:
         if not isinstance(image, dict) or "id" not in image:
             raise UserError(f"{path}: image entry {str(image)[:80]} has no id; every COCO image needs one")
+        problem = records.identifier(image["id"], "id")
+        if problem:
+            raise UserError(f"{path}: image entry {records.show(image, 80)}: {problem.detail}")
         if image["id"] in files:
             raise UserError(f"{path}: image id {image['id']} is used by {files[image['id']]} and {image.get('file_name')}; image ids must be unique")
         where = records.non_finite(image)
@@ -83,7 +86,9 @@ def remap_dataset(coco: dict, source: Layout, target: Layout, path: str = "<coco
     for index, ann in enumerate(coco["annotations"]):
         problem, reason = _annotation_problem(ann, source, files)
         if problem:
-            where = f"annotation #{index}" if not isinstance(ann, dict) else f"image {files.get(ann.get('image_id'), ann.get('image_id'))}, annotation id {ann.get('id')}"
+            image_id = ann.get("image_id") if isinstance(ann, dict) else None
+            image = files.get(image_id, image_id) if type(image_id) is int else records.show(image_id, 30)
+            where = f"annotation #{index}" if not isinstance(ann, dict) else f"image {image}, annotation id {records.show(ann.get('id'), 30)}"
             if not skip_invalid:
                 raise UserError(f"{path}: {where}: {problem}. Fix the record, pass --from if the layout is wrong, or rerun with --skip-invalid to drop it.")
             skipped[reason] += 1
@@ -172,6 +177,9 @@ def _annotation_problem(ann, source: Layout, files: dict) -> tuple[str | None, s
     """(what is wrong with one COCO annotation or None, a short reason for the skip count)."""
     if not isinstance(ann, dict):
         return f"is a JSON {type(ann).__name__}, expected an object", "malformed annotation"
+    problem = records.identifier(ann.get("image_id"), "image_id")
+    if problem:
+        return problem.detail, problem.reason
     if ann.get("image_id") not in files:
         return f"image_id {ann.get('image_id')!r} is not among the file's images", "unknown image_id"
     problem = records.keypoints(ann.get("keypoints"), source.keypoints)
