@@ -28,7 +28,7 @@ from posecli.engine.cocometric import rescore
 from posecli.engine.detect import make_detector
 from posecli.engine.inference import InferenceSettings, Predictor
 from posecli.errors import UserError
-from posecli.fileio import atomic_path, read_json, write_bytes, write_json
+from posecli.fileio import atomic_path, one_unit, read_json, write_bytes, write_json
 from posecli.geometry import xywh_to_xyxy, xyxy_to_xywh
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm", ".pnm"}
@@ -225,7 +225,16 @@ class Summary:
 
 def predict(cfg: PredictConfig, progress: Callable[[int, int], None] = lambda done, total: None,
             warn: Callable[[str], None] = lambda message: None) -> Summary:  # fmt: skip
-    """Run the whole job; ``progress(done, total)`` counts images plus video frames, ``warn`` gets skipped inputs."""
+    """Run the whole job; ``progress(done, total)`` counts images plus video frames, ``warn`` gets skipped inputs.
+
+    The drawn files, .jsonl files and predictions.json are one unit (``fileio.one_unit``): if the job
+    fails anywhere, none of them is renamed into place and the previous outputs stay as they were.
+    """
+    with one_unit():
+        return _predict(cfg, progress, warn)
+
+
+def _predict(cfg: PredictConfig, progress: Callable[[int, int], None], warn: Callable[[str], None]) -> Summary:
     inputs = expand_inputs(cfg.inputs)
     summary = Summary(cfg.out / "predictions.json", "")
 
