@@ -14,7 +14,7 @@ from posecli.choices import Backend, Precision
 from posecli.cli.common import console, device_option, out, user_errors
 from posecli.engine.inference import InferenceSettings
 from posecli.engine.predict import PredictConfig
-from posecli.fileio import check_folder, check_output, one_unit
+from posecli.fileio import check_folder, check_output
 from posecli.engine.predict import predict as run_predict
 
 
@@ -58,8 +58,7 @@ def predict(
         def warn(message: str) -> None:
             bar.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
-        with one_unit():  # every drawn file and predictions.json, or none (a full disk half-way leaves the old ones)
-            summary = run_predict(cfg, progress, warn)
+        summary = run_predict(cfg, progress, warn)  # its outputs are one unit: all of them, or the previous ones
     count = summary.images + summary.frames
     out.print(f"{summary.images} images, {summary.frames} video frames, {summary.people} people "
               f"in {summary.seconds:.1f} s ({count / max(summary.seconds, 1e-9):.1f} frames/s)")  # fmt: skip
