@@ -56,3 +56,15 @@ class Backend(Choice):
     TORCH = "torch"
     ONNXRUNTIME = "onnxruntime"  # the optional extra posecli[onnx]
     OPENVINO = "openvino"  # the optional extra posecli[openvino]
+
+
+class ScoreMode(Choice):
+    """An instance's score for NMS and COCOeval, as MMPose's CocoMetric computes it."""
+
+    BBOX = "bbox"  # the box score alone
+    BBOX_KEYPOINT = "bbox_keypoint"  # box score x mean of the keypoint scores above keypoint_score_thr
+    KEYPOINT = "keypoint"  # mean of all keypoint scores
+
+
+class Optimizer(Choice):
+    ADAM = "adam"  # MMPose's HRNet recipe; the only one its configs use

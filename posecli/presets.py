@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from posecli.choices import Choice, Decode, Nms, Optimizer, ScoreMode
 from posecli.errors import UserError
 from posecli.layouts import LAYOUTS
 from posecli.models.hrnet import ARCHS
@@ -44,8 +45,7 @@ class Source:
 class ValCfg:
     ann: str
     images: str
-    boxes: str | None = None  # detector boxes (COCO results); ground-truth boxes when absent
-    layout: str = "coco"
+    boxes: str | None = None  # detector boxes (COCO results); ground-truth boxes when null
     interval: int = 10  # epochs
 
 
@@ -78,8 +78,7 @@ class AugmentCfg:
 class TrainCfg:
     epochs: int = 210
     batch_size: int = 64  # per process (GPU)
-    reference_gpus: int = 8  # the published recipe's GPU count
-    optimizer: str = "adam"
+    optimizer: Optimizer = Optimizer.ADAM
     lr: float = 5e-4
     weight_decay: float = 0.0
     warmup_iters: int = 500
@@ -88,7 +87,7 @@ class TrainCfg:
     gamma: float = 0.1
     scale_lr: bool = False  # scale lr by total batch / base_batch_size
     base_batch_size: int = 512
-    use_target_weight: bool = True
+    use_target_weight: bool = True  # weight each keypoint's loss by its target weight (0 where unlabelled)
     workers: int = 2
     seed: int = 0
     checkpoint_interval: int = 1  # epochs between `last` checkpoints
@@ -97,11 +96,11 @@ class TrainCfg:
 @dataclass(frozen=True)
 class TestCfg:
     flip: bool = True
-    shift_heatmap: bool = True
-    decode: str = "standard"  # or "dark"
-    score_mode: str = "bbox_keypoint"
+    shift_heatmap: bool = True  # flip test: shift the flipped-back heatmaps one pixel right, as MMPose
+    decode: Decode = Decode.STANDARD
+    score_mode: ScoreMode = ScoreMode.BBOX_KEYPOINT
     keypoint_score_thr: float = 0.2
-    nms: str = "oks"  # "oks", "soft_oks" or "none"
+    nms: Nms = Nms.OKS
     nms_thr: float = 0.9
     output_keypoints: int | None = None  # keep the first N outputs (combine: COCO's 17)
     batch_size: int = 32
@@ -124,11 +123,10 @@ class Preset:
             raise UserError(f"preset {self.name}: {problem}")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain YAML/JSON values: choices as their strings."""
+        return dataclasses.asdict(self, dict_factory=lambda items: {k: _plain(v) for k, v in items})
 
 
-NMS_MODES = ("oks", "soft_oks", "none")  # engine.cocometric's
-DECODES = ("standard", "dark")
 STRIDE = 4  # HRNet's heatmaps are a quarter of its input
 INPUT_MULTIPLE = 32  # its lowest-resolution branch is 1/32 of the input: other sizes do not fit together
 
@@ -136,7 +134,7 @@ INPUT_MULTIPLE = 32  # its lowest-resolution branch is 1/32 of the input: other 
 def _problem(p: Preset) -> str | None:
     """The first value of ``p`` that is out of range or not a known choice, as "key value: what it must be"."""
     m, a, t, v, tr = p.model, p.augment, p.train, p.data.val, p.test
-    layouts = [("model.layout", m.layout), ("data.val.layout", v.layout)] + [
+    layouts = [("model.layout", m.layout)] + [
         (f"data.train[{s.name}].layout", s.layout) for s in p.data.train]  # fmt: skip
     probs = {f"augment.{k}": getattr(a, k) for k in ("flip_prob", "half_body_prob", "half_body_upper_prob", "shift_prob",
                                                      "scale_prob", "rotate_prob")}  # fmt: skip
@@ -157,8 +155,6 @@ def _problem(p: Preset) -> str | None:
         ("augment.scale_range", a.scale_range, 0 < a.scale_range[0] <= a.scale_range[1], "must be (low, high), 0 < low <= high"),
         ("train.epochs", t.epochs, t.epochs >= 1, "must be >= 1"),
         ("train.batch_size", t.batch_size, t.batch_size >= 1, "must be >= 1"),
-        ("train.reference_gpus", t.reference_gpus, t.reference_gpus >= 1, "must be >= 1"),
-        ("train.optimizer", t.optimizer, t.optimizer == "adam", "only adam is implemented (MMPose's HRNet recipe)"),
         ("train.lr", t.lr, t.lr > 0, "must be > 0"),
         ("train.weight_decay", t.weight_decay, t.weight_decay >= 0, "must be >= 0"),
         ("train.warmup_iters", t.warmup_iters, t.warmup_iters >= 0, "must be >= 0"),
@@ -166,16 +162,11 @@ def _problem(p: Preset) -> str | None:
         ("train.milestones", t.milestones, all(e >= 0 for e in t.milestones), "epochs must be >= 0"),
         ("train.gamma", t.gamma, t.gamma > 0, "must be > 0"),
         ("train.base_batch_size", t.base_batch_size, t.base_batch_size >= 1, "must be >= 1"),
-        ("train.use_target_weight", t.use_target_weight, t.use_target_weight, "only true is implemented (MMPose's recipe)"),
         ("train.workers", t.workers, t.workers >= 0, "must be >= 0"),
         ("train.seed", t.seed, t.seed >= 0, "must be >= 0"),
         ("train.checkpoint_interval", t.checkpoint_interval, t.checkpoint_interval >= 1, "must be >= 1 (epochs)"),
-        ("test.decode", tr.decode, tr.decode in DECODES, f"choose one of {', '.join(DECODES)}"),
-        ("test.nms", tr.nms, tr.nms in NMS_MODES, f"choose one of {', '.join(NMS_MODES)}"),
         ("test.nms_thr", tr.nms_thr, 0 <= tr.nms_thr <= 1, "must be in [0, 1]"),
         ("test.keypoint_score_thr", tr.keypoint_score_thr, 0 <= tr.keypoint_score_thr <= 1, "must be in [0, 1]"),
-        ("test.score_mode", tr.score_mode, tr.score_mode == "bbox_keypoint", "only bbox_keypoint is implemented"),
-        ("test.shift_heatmap", tr.shift_heatmap, tr.shift_heatmap, "only true is implemented (MMPose's flip test)"),
         ("test.batch_size", tr.batch_size, tr.batch_size >= 1, "must be >= 1"),
     ]
     if m.layout in LAYOUTS and tr.output_keypoints is not None:
@@ -188,6 +179,14 @@ def _problem(p: Preset) -> str | None:
     return None
 
 
+def _plain(value):
+    if isinstance(value, Choice):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
 def _show(value) -> str:
     return repr(list(value)) if isinstance(value, tuple) else repr(value)
 
@@ -196,6 +195,11 @@ def _convert(value, hint, where: str):
     """Check and convert a YAML value to the annotated type; errors name the key."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if isinstance(hint, type) and issubclass(hint, Choice):
+        try:
+            return hint.parse(value, where)
+        except ValueError as e:
+            raise UserError(str(e)) from None
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise UserError(f"{where}: expected a mapping, got {type(value).__name__}")
@@ -272,14 +276,14 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     raw = yaml.safe_load(yaml.safe_dump(raw))  # deep copy
     for item in overrides:
         if "=" not in item:
-            raise UserError(f"--set {item!r}: expected key=value, e.g. train.lr=1e-3")
+            raise UserError(f"override {item!r}: expected key=value, e.g. train.lr=1e-3")
         key, text = item.split("=", 1)
         node = raw
         parts = key.strip().split(".")
         for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise UserError(f"--set {item!r}: {part!r} is not a section of the preset")
-            node = node[part]
+            node = node.setdefault(part, {})  # a section the file leaves out is filled in here
+            if not isinstance(node, dict):
+                raise UserError(f"override {item!r}: {part!r} is not a section of the preset")
         node[parts[-1]] = yaml.safe_load(text)
     return raw
 

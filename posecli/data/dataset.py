@@ -349,11 +349,9 @@ def sample_preset_paths(preset: Preset) -> tuple[Path, DataCfg]:
             raise UserError(f"--sample: no bundled sample for source {src.name!r} in layout {src.layout!r} (only {', '.join(SAMPLE_SOURCES)})")
         ann, images = SAMPLE_SOURCES[src.layout]
         train.append(Source(src.name, src.layout, ann, images))
-    if preset.data.val.layout != "coco":
-        raise UserError(f"--sample: the bundled validation sample is COCO; the preset validates on layout {preset.data.val.layout!r}")
     ann, images = SAMPLE_SOURCES["coco"]
     boxes = SAMPLE_DETECTIONS if preset.data.val.boxes else None
-    val = ValCfg(ann=ann, images=images, boxes=boxes, layout="coco", interval=preset.data.val.interval)
+    val = ValCfg(ann=ann, images=images, boxes=boxes, interval=preset.data.val.interval)
     return SAMPLE_ROOT, DataCfg(train=tuple(train), val=val)
 
 

@@ -103,8 +103,10 @@ def make_adam(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
 
 
-def keypoint_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """MMPose's KeypointMSELoss(use_target_weight=True): mean of (pred - target)^2 * w_k; (B, K, H, W), (B, K)."""
+def keypoint_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """MMPose's KeypointMSELoss: mean of (pred - target)^2 * w_k; (B, K, H, W), (B, K) or None (use_target_weight off)."""
+    if weights is None:
+        return ((pred - target) ** 2).mean()
     return ((pred - target) ** 2 * weights[:, :, None, None]).mean()
 
 
@@ -362,7 +364,8 @@ def train_step(r: Run, parts: list[dict], lr: float) -> float:
                 x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(r.opts.amp, device):
                 pred = r.net(x)
-            loss = keypoint_mse(pred.float(), part["heatmaps"].to(device), part["weights"].to(device)) / len(parts)
+            weights = part["weights"].to(device) if r.preset.train.use_target_weight else None
+            loss = keypoint_mse(pred.float(), part["heatmaps"].to(device), weights) / len(parts)
             (r.scaler.scale(loss) if r.scaler else loss).backward()
         r.stats.keep(c)
         loss_sum += loss.detach()
