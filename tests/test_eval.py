@@ -230,7 +230,7 @@ def test_cli_eval_on_the_sample_writes_results_and_metrics(tmp_path):
     dets = json.loads(COCO_DET.read_text())[::6]  # a few boxes of every image keep the test short
     (tmp_path / "det.json").write_text(json.dumps(dets))
     out = tmp_path / "out"
-    res = runner.invoke(app, ["eval", str(CKPT17), "--sample", "--boxes", str(tmp_path / "det.json"), "--workers", "1",
+    res = runner.invoke(app, ["eval", "-w", str(CKPT17), "--sample", "--boxes", str(tmp_path / "det.json"), "--workers", "1",
                               "--out", str(out)])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "AP75" in res.stdout and "left_ankle" in res.stdout
@@ -248,7 +248,7 @@ def test_cli_preset_reads_val_data_under_data_root_and_shows_published(tmp_path)
     shutil.copytree(COCO_IMAGES, root / "coco/val2017", ignore=shutil.ignore_patterns("*.json"))
     dets = [d for d in json.loads(COCO_DET.read_text()) if d["score"] > 0.9]
     (root / "coco/person_detection_results/COCO_val2017_detections_AP_H_56_person.json").write_text(json.dumps(dets))
-    res = runner.invoke(app, ["eval", str(CKPT17), "--preset", "coco", "--data-root", str(root), "--workers", "0"])
+    res = runner.invoke(app, ["eval", "-w", str(CKPT17), "--preset", "coco", "--data-root", str(root), "--workers", "0"])
     assert res.exit_code == 0, res.output
     assert "published" in res.stdout and "0.749" in res.stdout
     assert f"{len(dets)} boxes" in res.stdout
@@ -256,7 +256,7 @@ def test_cli_preset_reads_val_data_under_data_root_and_shows_published(tmp_path)
 
 def test_cli_bad_detection_file_exits_1_with_a_message(tmp_path):
     (tmp_path / "det.json").write_text(json.dumps({"not": "a list"}))
-    res = runner.invoke(app, ["eval", str(CKPT17), "--ann", str(COCO_ANN), "--images", str(COCO_IMAGES),
+    res = runner.invoke(app, ["eval", "-w", str(CKPT17), "--ann", str(COCO_ANN), "--images", str(COCO_IMAGES),
                               "--boxes", str(tmp_path / "det.json"), "--workers", "0"])  # fmt: skip
     assert res.exit_code == 1
     assert "a JSON list" in res.output and "Traceback" not in res.output
@@ -265,7 +265,7 @@ def test_cli_bad_detection_file_exits_1_with_a_message(tmp_path):
 def test_cli_missing_image_exits_1_with_a_message(tmp_path):
     images = _copy_sample(tmp_path)
     (images / "000000040083.jpg").unlink()
-    res = runner.invoke(app, ["eval", str(CKPT17), "--ann", str(COCO_ANN), "--images", str(images), "--workers", "0"])
+    res = runner.invoke(app, ["eval", "-w", str(CKPT17), "--ann", str(COCO_ANN), "--images", str(images), "--workers", "0"])
     assert res.exit_code == 1
     assert "000000040083.jpg" in res.output.replace("\n", "") and "Traceback" not in res.output
 
@@ -283,7 +283,7 @@ def test_torchrun_two_processes_give_mmposes_metrics(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
-           "-m", "posecli", "eval", str(CKPT17), "--ann", str(COCO_ANN), "--images", str(COCO_IMAGES),
+           "-m", "posecli", "eval", "-w", str(CKPT17), "--ann", str(COCO_ANN), "--images", str(COCO_IMAGES),
            "--boxes", str(COCO_DET), "--workers", "0", "--out", str(tmp_path)]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]

@@ -77,7 +77,7 @@ def test_metadata_carries_what_posecli_weights_carry(flip_graph):
 
 
 def test_a_graph_with_the_flip_test_inside_refuses_to_run_without_it(flip_graph):
-    result = runner.invoke(app, ["eval", str(flip_graph[0]), "--sample", "--no-flip"])
+    result = runner.invoke(app, ["eval", "-w", str(flip_graph[0]), "--sample", "--no-flip"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "has the flip test inside its graph (exported with --flip), so it cannot run without it" in said(result)
 

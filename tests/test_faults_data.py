@@ -144,7 +144,7 @@ def test_eval_refuses_bad_ground_truth_before_the_model_runs(tmp_path, case):
     data = copy.deepcopy(COCO)
     change(data["annotations"][PERSON])
     ann = write(tmp_path / "gt.json", data)
-    result = cli("eval", CKPT17, "--ann", ann, "--images", COCO_IMAGES, "--workers", "0", "--out", tmp_path / "out")
+    result = cli("eval", "-w", CKPT17, "--ann", ann, "--images", COCO_IMAGES, "--workers", "0", "--out", tmp_path / "out")
     failed(result, f"{ann}: annotation 230195 (image 40083): ", detail, "fix or remove the record")
     assert files_in(tmp_path / "out") == []
 
@@ -152,15 +152,15 @@ def test_eval_refuses_bad_ground_truth_before_the_model_runs(tmp_path, case):
 def test_eval_refuses_duplicate_or_mistyped_ids_and_bad_image_sizes(tmp_path):
     data = copy.deepcopy(COCO)
     data["annotations"][5]["id"] = data["annotations"][4]["id"]  # COCOeval would keep only one of them
-    failed(cli("eval", CKPT17, "--ann", write(tmp_path / "a.json", data), "--images", COCO_IMAGES),
+    failed(cli("eval", "-w", CKPT17, "--ann", write(tmp_path / "a.json", data), "--images", COCO_IMAGES),
            "annotation id 460541 is used twice")  # fmt: skip
     data = copy.deepcopy(COCO)
     data["annotations"][5]["image_id"] = [196141]
-    failed(cli("eval", CKPT17, "--ann", write(tmp_path / "b.json", data), "--images", COCO_IMAGES),
+    failed(cli("eval", "-w", CKPT17, "--ann", write(tmp_path / "b.json", data), "--images", COCO_IMAGES),
            "annotations[5] image_id is a list ([196141]), expected an integer")  # fmt: skip
     data = copy.deepcopy(COCO)
     data["images"][1]["width"] = 0
-    failed(cli("eval", CKPT17, "--ann", write(tmp_path / "c.json", data), "--images", COCO_IMAGES),
+    failed(cli("eval", "-w", CKPT17, "--ann", write(tmp_path / "c.json", data), "--images", COCO_IMAGES),
            "images[1] width is 0, expected a number > 0")  # fmt: skip
 
 
@@ -169,7 +169,7 @@ def test_train_refuses_bad_ground_truth_before_epoch_1(tmp_path):
     data = copy.deepcopy(COCO)
     data["annotations"][PERSON]["keypoints"][3] = float("nan")
     write(root / "coco/annotations/person_keypoints_train2017.json", data)
-    result = cli("train", "--preset", "coco", "--data-root", root, "--workdir", tmp_path / "run", *TINY_TRAIN)
+    result = cli("train", "--preset", "coco", "--data-root", root, "--out", tmp_path / "run", *TINY_TRAIN)
     failed(result, "person_keypoints_train2017.json: annotation 230195 (image 40083): keypoints[3] is NaN")
     assert not (tmp_path / "run" / "last.safetensors").exists()
 
@@ -182,7 +182,7 @@ def test_ground_truth_without_area_or_iscrowd_is_evaluated_as_xtcocotools_does(t
     data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
     for a in data["annotations"]:
         del a["area"], a["iscrowd"], a["num_keypoints"]
-    result = cli("eval", CKPT17, "--ann", write(tmp_path / "gt.json", data), "--images", COCO_IMAGES, "--workers", "0",
+    result = cli("eval", "-w", CKPT17, "--ann", write(tmp_path / "gt.json", data), "--images", COCO_IMAGES, "--workers", "0",
                  "--no-flip", "--out", tmp_path / "out")  # fmt: skip
     succeeded(result, "AP")
     assert 0 < strict_json(tmp_path / "out" / "metrics.json")["metrics"]["AP"] <= 1
@@ -201,7 +201,7 @@ def test_eval_skips_bad_detector_boxes_with_one_counted_warning(tmp_path):
     dets.append({"image_id": 1, "category_id": 1, "bbox": [1, 2, 30, 40], "score": 0.9})  # not an image of the file
     dets.append({"image_id": [785], "category_id": 1, "bbox": [1, 2, 30, 40], "score": 0.9})
     det = write(tmp_path / "det.json", dets)
-    result = cli("eval", CKPT17, "--sample", "--boxes", det, "--workers", "0", "--no-flip", "--out", tmp_path / "out")
+    result = cli("eval", "-w", CKPT17, "--sample", "--boxes", det, "--workers", "0", "--no-flip", "--out", tmp_path / "out")
     text = succeeded(result, f"{det}: skipped 7 of 12 detector boxes", "entry 0 (image 785): bbox[0] is NaN",
                      "1 box outside the image", "1 score not a number", "1 image not in the annotations",
                      "1 image_id not an integer")  # fmt: skip
@@ -212,7 +212,7 @@ def test_eval_skips_bad_detector_boxes_with_one_counted_warning(tmp_path):
 
 def test_eval_with_no_usable_detector_box_is_an_error(tmp_path):
     dets = [dict(d, bbox=[float("nan")] * 4) for d in DETS[:3]]
-    result = cli("eval", CKPT17, "--sample", "--boxes", write(tmp_path / "det.json", dets), "--out", tmp_path / "out")
+    result = cli("eval", "-w", CKPT17, "--sample", "--boxes", write(tmp_path / "det.json", dets), "--out", tmp_path / "out")
     failed(result, "no usable person boxes", "skipped 3 of 3 detector boxes")
     assert files_in(tmp_path / "out") == []
 
@@ -310,7 +310,7 @@ def _spoil(folder: Path) -> None:
 def test_train_stops_before_epoch_1_listing_bad_images(tmp_path):
     root = _train_root(tmp_path)
     _spoil(root / "coco/train2017")
-    result = cli("train", "--preset", "coco", "--data-root", root, "--workdir", tmp_path / "run", *TINY_TRAIN)
+    result = cli("train", "--preset", "coco", "--data-root", root, "--out", tmp_path / "run", *TINY_TRAIN)
     failed(result, "3 of 4 training images cannot be used", "000000000785.jpg: does not exist",
            "000000040083.jpg: empty file (0 bytes)", f"000000196141.jpg: {TRUNCATED}", "--skip-bad-images")  # fmt: skip
     assert not [n for n in files_in(tmp_path / "run") if n.endswith((".safetensors", ".pt"))]
@@ -319,7 +319,7 @@ def test_train_stops_before_epoch_1_listing_bad_images(tmp_path):
 def test_train_stops_before_epoch_1_on_bad_validation_images(tmp_path):
     root = _train_root(tmp_path)
     truncate(root / "coco/val2017/000000197388.jpg")
-    result = cli("train", "--preset", "coco", "--data-root", root, "--workdir", tmp_path / "run", *TINY_TRAIN)
+    result = cli("train", "--preset", "coco", "--data-root", root, "--out", tmp_path / "run", *TINY_TRAIN)
     failed(result, "1 of 4 validation images cannot be used", f"000000197388.jpg: {TRUNCATED}")
     assert not [n for n in files_in(tmp_path / "run") if n.endswith((".safetensors", ".pt"))]
 
@@ -328,7 +328,7 @@ def test_train_skip_bad_images_trains_without_them_and_says_so(tmp_path):
     root = _train_root(tmp_path)
     truncate(root / "coco/train2017/000000196141.jpg")
     truncate(root / "coco/val2017/000000196141.jpg")
-    result = cli("train", "--preset", "coco", "--data-root", root, "--workdir", tmp_path / "run", *TINY_TRAIN,
+    result = cli("train", "--preset", "coco", "--data-root", root, "--out", tmp_path / "run", *TINY_TRAIN,
                  "--skip-bad-images")  # fmt: skip
     text = succeeded(result, "1 of 4 training images cannot be used", "training without them: 4 of 12 instances left out",
                      "1 of 4 validation images cannot be used", "validation leaves them out")  # fmt: skip
@@ -346,7 +346,7 @@ def test_train_replaces_a_sample_whose_image_turns_bad_mid_run(tmp_path, monkeyp
         return checked
 
     monkeypatch.setattr(dataset_module, "check_training_images", check_then_spoil)
-    result = cli("train", "--preset", "coco", "--data-root", root, "--workdir", tmp_path / "run", *TINY_TRAIN)
+    result = cli("train", "--preset", "coco", "--data-root", root, "--out", tmp_path / "run", *TINY_TRAIN)
     text = succeeded(result, f"000000197388.jpg: {TRUNCATED}; its samples are replaced by other samples")
     assert text.count("its samples are replaced") == 1  # once per image, not per sample
     assert (tmp_path / "run" / "last.safetensors").exists()
@@ -370,7 +370,7 @@ def test_a_replaced_sample_is_the_same_in_every_run(tmp_path):
 def test_eval_stops_before_the_model_runs_listing_bad_images(tmp_path):
     images = images_copy(tmp_path)
     _spoil(images)
-    result = cli("eval", CKPT17, "--ann", COCO_ANN, "--images", images, "--workers", "0", "--out", tmp_path / "out")
+    result = cli("eval", "-w", CKPT17, "--ann", COCO_ANN, "--images", images, "--workers", "0", "--out", tmp_path / "out")
     failed(result, "3 of 4 images with boxes", "000000000785.jpg: does not exist", f"000000196141.jpg: {TRUNCATED}",
            "--skip-bad-images")  # fmt: skip
     assert files_in(tmp_path / "out") == []
@@ -379,7 +379,7 @@ def test_eval_stops_before_the_model_runs_listing_bad_images(tmp_path):
 def test_eval_skip_bad_images_leaves_them_out_with_their_ground_truth(tmp_path):
     images = images_copy(tmp_path)
     truncate(images / "000000196141.jpg")
-    result = cli("eval", CKPT17, "--ann", COCO_ANN, "--images", images, "--workers", "0", "--no-flip",
+    result = cli("eval", "-w", CKPT17, "--ann", COCO_ANN, "--images", images, "--workers", "0", "--no-flip",
                  "--skip-bad-images", "--out", tmp_path / "out")  # fmt: skip
     succeeded(result, "1 of 4 images with boxes", TRUNCATED, "metrics are over the other 3 images")
     metrics = strict_json(tmp_path / "out" / "metrics.json")
@@ -399,7 +399,7 @@ def test_eval_image_that_turns_bad_during_the_run(tmp_path, monkeypatch, skip):
         return bad
 
     monkeypatch.setattr(evaluate_module, "check_images", check_then_spoil)
-    args = ["eval", CKPT17, "--ann", COCO_ANN, "--images", images, "--workers", "0", "--no-flip", "--out", tmp_path / "out"]
+    args = ["eval", "-w", CKPT17, "--ann", COCO_ANN, "--images", images, "--workers", "0", "--no-flip", "--out", tmp_path / "out"]
     if not skip:
         failed(cli(*args), f"000000196141.jpg: {TRUNCATED}; replace the file or remove its boxes")
         assert files_in(tmp_path / "out") == []
@@ -413,7 +413,7 @@ def test_train_eval_and_predict_agree_on_a_truncated_jpeg(tmp_path):
     truncate(images / "000000196141.jpg")
     assert image_problem(images / "000000196141.jpg") == TRUNCATED
     assert cv2.imread(str(images / "000000196141.jpg")) is not None  # what training read before: half grey
-    failed(cli("eval", CKPT17, "--ann", COCO_ANN, "--images", images, "--workers", "0"), TRUNCATED)
+    failed(cli("eval", "-w", CKPT17, "--ann", COCO_ANN, "--images", images, "--workers", "0"), TRUNCATED)
     result = cli("predict", images / "000000196141.jpg", images / "000000000785.jpg",
                  "--weights", CKPT17, "--detector", "none", "--no-flip", "--out", tmp_path / "out")  # fmt: skip
     succeeded(result, f"000000196141.jpg: not a readable image; skipped ({TRUNCATED})")

@@ -155,7 +155,7 @@ def killed(args: list, at: str, nth: int = 1) -> None:
 def reference(tmp_path_factory) -> Path:
     """The tiny sample run, uninterrupted: what every stopped and resumed run must end with."""
     workdir = tmp_path_factory.mktemp("reference")
-    res = cli("train", *TINY, "--workdir", workdir)
+    res = cli("train", *TINY, "--out", workdir)
     assert res.exit_code == 0, res.output
     return workdir
 
@@ -180,11 +180,11 @@ def test_train_killed_between_the_checkpoint_renames_resumes_exactly(tmp_path, r
     """SIGKILL after last.state.pt of epoch 1 is in place but not yet last.safetensors: resuming rewrites the
     lagging weights, sweeps the killed run's temporary file and ends with the uninterrupted run's weights."""
     workdir = tmp_path / "run"
-    killed(["train", *TINY, "--workdir", workdir], at="last.safetensors", nth=2)  # 1: step 0, 2: end of epoch 1
+    killed(["train", *TINY, "--out", workdir], at="last.safetensors", nth=2)  # 1: step 0, 2: end of epoch 1
     assert temps(workdir) and not (workdir / "best.safetensors").exists()
     state, weights = pair_id(workdir)
     assert state != weights  # the state is one checkpoint ahead of the weights
-    res = cli("train", *TINY, "--workdir", workdir, "--resume")
+    res = cli("train", *TINY, "--out", workdir, "--resume")
     assert res.exit_code == 0, res.output
     assert "rewritten from it" in said(res) and "resuming in epoch 2 after step 0" in said(res)
     assert temps(workdir) == [] and pair_id(workdir)[0] == pair_id(workdir)[1]
@@ -218,7 +218,7 @@ def few_boxes(tmp_path_factory) -> Path:
 
 def test_eval_killed_between_its_two_outputs_then_run_again(tmp_path, few_boxes):
     out = tmp_path / "out"
-    args = ["eval", CKPT17, "--sample", "--boxes", few_boxes, "--no-flip", "--workers", "0", "--out", out]
+    args = ["eval", "-w", CKPT17, "--sample", "--boxes", few_boxes, "--no-flip", "--workers", "0", "--out", out]
     killed(args, at="metrics.json")  # results.keypoints.json renamed, metrics.json not
     assert (out / "results.keypoints.json").exists() and not (out / "metrics.json").exists() and temps(out)
     res = cli(*args)
@@ -236,13 +236,13 @@ def test_disk_full_at_the_first_checkpoint_says_so_and_the_run_can_start_again(t
     workdir = tmp_path / "run"
     full_disk(lambda name: name.startswith(".last.state."))
     start = time.time()
-    res = cli("train", *TINY, "--workdir", workdir)
+    res = cli("train", *TINY, "--out", workdir)
     fails(res, 1, f"cannot write {workdir / 'last.state.pt'}", "no space left on device", "nothing was written")
     assert time.time() - start < 30 and temps(workdir) == [] and not (workdir / "last.safetensors").exists()
     full_disk(lambda name: False)  # space freed
-    res = cli("train", "--resume", "--workdir", workdir)
+    res = cli("train", "--resume", "--out", workdir)
     fails(res, 1, "no training state to resume from", "stopped before its first checkpoint", "without --resume")
-    res = cli("train", *TINY, "--workdir", workdir)
+    res = cli("train", *TINY, "--out", workdir)
     assert res.exit_code == 0, res.output
 
 
@@ -252,7 +252,7 @@ def test_disk_full_at_a_later_checkpoint_keeps_the_previous_pair(tmp_path, full_
     newer than the state), no temporary file; a bare --resume (sample mode from the checkpoint) ends as the reference."""
     workdir = tmp_path / "run"
     full_disk(is_temp_of("last.state.pt" if which == "state" else "last.safetensors"), allow=1)
-    res = cli("train", *TINY, "--workdir", workdir)
+    res = cli("train", *TINY, "--out", workdir)
     fails(res, 1, "cannot write", str(workdir / "last.state.pt"), "no space left on device",
           "the previous last.state.pt and last.safetensors are unchanged")  # fmt: skip
     assert temps(workdir) == []
@@ -260,7 +260,7 @@ def test_disk_full_at_a_later_checkpoint_keeps_the_previous_pair(tmp_path, full_
     assert state == weights and load_state(workdir / "last.state.pt")["state"]["iteration"] == 0
     assert (workdir / "last.safetensors").stat().st_mtime <= (workdir / "last.state.pt").stat().st_mtime
     full_disk(lambda name: False)
-    res = cli("train", "--resume", "--workdir", workdir)
+    res = cli("train", "--resume", "--out", workdir)
     assert res.exit_code == 0, res.output
     assert iterations(workdir) == list(range(1, 7))  # the lost interval (epoch 1) trained again, once
     assert same_weights(workdir / "last.safetensors", reference / "last.safetensors")
@@ -282,7 +282,7 @@ def test_disk_full_in_eval_keeps_both_previous_outputs(tmp_path, full_disk, few_
     for name in ("results.keypoints.json", "metrics.json"):
         (out / name).write_text("previous")
     full_disk(is_temp_of("metrics.json"))  # the second of the pair: results.keypoints.json is already complete
-    res = cli("eval", CKPT17, "--sample", "--boxes", few_boxes, "--no-flip", "--workers", "0", "--out", out)
+    res = cli("eval", "-w", CKPT17, "--sample", "--boxes", few_boxes, "--no-flip", "--workers", "0", "--out", out)
     fails(res, 1, str(out / "metrics.json"), "no space left on device", "unchanged")
     assert [(out / n).read_text() for n in ("results.keypoints.json", "metrics.json")] == ["previous"] * 2
     assert temps(out) == []
@@ -301,7 +301,7 @@ def test_disk_full_in_predict_leaves_no_drawn_file_and_the_previous_ones(tmp_pat
 
 def test_disk_full_in_convert_weights_writes_nothing(tmp_path, full_disk):
     full_disk(is_temp_of("w.safetensors"))
-    res = cli("convert", "weights", CKPT17, "-o", tmp_path / "w.safetensors")
+    res = cli("convert", "weights", "-w", CKPT17, "-o", tmp_path / "w.safetensors")
     fails(res, 1, str(tmp_path / "w.safetensors"), "no space left on device", "nothing was written")
     assert list(tmp_path.iterdir()) == []
 
@@ -312,8 +312,8 @@ def test_disk_full_in_convert_weights_writes_nothing(tmp_path, full_disk):
 @pytest.mark.parametrize("command", [
     lambda d, x: ["convert", "aic", x, "-o", x],
     lambda d, x: ["convert", "remap", d / "other.json", x, "--to", "coco", "-o", x],
-    lambda d, x: ["convert", "weights", x.with_suffix(".safetensors"), "-o", x.with_suffix(".safetensors")],
-    lambda d, x: ["eval", CKPT17, "--sample", "--boxes", d / "out" / "results.keypoints.json", "--out", d / "out"],
+    lambda d, x: ["convert", "weights", "-w", x.with_suffix(".safetensors"), "-o", x.with_suffix(".safetensors")],
+    lambda d, x: ["eval", "-w", CKPT17, "--sample", "--boxes", d / "out" / "results.keypoints.json", "--out", d / "out"],
 ], ids=["aic", "remap", "weights", "eval"])  # fmt: skip
 def test_an_output_that_is_an_input_is_refused_before_it_is_read(tmp_path, command):
     (tmp_path / "out").mkdir()
@@ -325,12 +325,12 @@ def test_an_output_that_is_an_input_is_refused_before_it_is_read(tmp_path, comma
 
 
 @pytest.mark.parametrize("command", [
-    lambda f: ["train", *TINY, "--workdir", f],
-    lambda f: ["train", "--resume", "--workdir", f],
-    lambda f: ["eval", "no-such-weights.safetensors", "--sample", "--out", f],
+    lambda f: ["train", *TINY, "--out", f],
+    lambda f: ["train", "--resume", "--out", f],
+    lambda f: ["eval", "-w", "no-such-weights.safetensors", "--sample", "--out", f],
     lambda f: ["predict", IMAGE, "--weights", "no-such-weights.safetensors", "--out", f],
     lambda f: ["benchmark", "--out", f / "bench.json"],
-], ids=["train", "resume", "eval", "predict", "benchmark"])  # fmt: skip
+], ids=["train", "resume", "eval", "-w", "predict", "benchmark"])  # fmt: skip
 def test_an_output_folder_that_is_a_file_fails_before_any_work(tmp_path, command):
     """Named by the error before anything is read (the weights do not even exist) or computed."""
     file = tmp_path / "taken"
@@ -402,8 +402,8 @@ def test_a_replaced_output_keeps_its_mode_and_a_new_one_gets_the_umask(tmp_path,
 # --- flags -------------------------------------------------------------------------------------
 
 COMMANDS = {
-    "train": lambda tmp, dev: ["train", *TINY, "--device", dev, "--workdir", tmp / "run"],
-    "eval": lambda tmp, dev: ["eval", CKPT17, "--sample", "--device", dev],
+    "train": lambda tmp, dev: ["train", *TINY, "--device", dev, "--out", tmp / "run"],
+    "eval": lambda tmp, dev: ["eval", "-w", CKPT17, "--sample", "--device", dev],
     "predict": lambda tmp, dev: ["predict", IMAGE, "--weights", CKPT17, "--device", dev, "--out", tmp / "out"],
     "benchmark": lambda tmp, dev: ["benchmark", "--device", dev],
 }
@@ -437,13 +437,13 @@ def test_a_cuda_index_beyond_the_device_count_lists_the_devices(tmp_path, monkey
     (["train", *TINY, "--workers", "-1"], "--workers"),
     (["train", *TINY, "--micro-batches", "0"], "--micro-batches"),
     (["train", *TINY, "--checkpoint-iters", "-1"], "--checkpoint-iters"),
-    (["eval", CKPT17, "--sample", "--batch-size", "0"], "--batch-size"),
-    (["eval", CKPT17, "--sample", "--nms-thr", "2"], "--nms-thr"),
+    (["eval", "-w", CKPT17, "--sample", "--batch-size", "0"], "--batch-size"),
+    (["eval", "-w", CKPT17, "--sample", "--nms-thr", "2"], "--nms-thr"),
     (["predict", IMAGE, "--weights", CKPT17, "--batch-size", "0"], "--batch-size"),
 ])  # fmt: skip
 def test_out_of_range_flags_are_refused(tmp_path, args, flag):
     """--epochs 0 used to exit 0 saying weights were written: now exit 2 (usage) and nothing done."""
-    res = cli(*args, "--workdir" if args[0] == "train" else "--out", tmp_path / "x")
+    res = cli(*args, "--out" if args[0] == "train" else "--out", tmp_path / "x")
     text = fails(res, 2, f"Invalid value for '{flag}'")
     assert "weights in" not in text and not (tmp_path / "x").exists()
 
@@ -454,13 +454,13 @@ def test_benchmark_batch_size_zero_is_refused():
 
 def test_a_bad_preset_value_fails_at_load_before_training(tmp_path):
     start = time.time()
-    fails(cli("train", *TINY, "--set", "test.nms=bogus", "--workdir", tmp_path / "run"), 1,
+    fails(cli("train", *TINY, "--set", "test.nms=bogus", "--out", tmp_path / "run"), 1,
           "test.nms 'bogus': choose one of oks, soft_oks, none")  # fmt: skip
     assert time.time() - start < 5 and not (tmp_path / "run").exists()
 
 
 def test_micro_batches_that_do_not_divide_the_batch(tmp_path):
-    fails(cli("train", *TINY, "--micro-batches", "3", "--workdir", tmp_path / "run"), 1,
+    fails(cli("train", *TINY, "--micro-batches", "3", "--out", tmp_path / "run"), 1,
           "batch size 4 does not split into 3 equal micro-batches")  # fmt: skip
     assert not (tmp_path / "run").exists()
 
@@ -472,7 +472,7 @@ def test_resume_epochs_extends_a_finished_run(tmp_path, reference):
     """No --preset, --sample or --set: all from the checkpoint; --epochs 3 trains one more epoch."""
     workdir = tmp_path / "run"
     shutil.copytree(reference, workdir)
-    res = cli("train", "--resume", "--workdir", workdir, "--epochs", "3")
+    res = cli("train", "--resume", "--out", workdir, "--epochs", "3")
     assert res.exit_code == 0, res.output
     assert "needs --preset" not in said(res) and "resuming in epoch 3 after step 0" in said(res)
     assert load_state(workdir / "last.state.pt")["state"]["epoch"] == 3 and iterations(workdir) == list(range(1, 10))
@@ -481,13 +481,13 @@ def test_resume_epochs_extends_a_finished_run(tmp_path, reference):
 def test_resume_of_a_finished_run_says_so_and_cannot_cut_it(tmp_path, reference):
     workdir = tmp_path / "run"
     shutil.copytree(reference, workdir)
-    res = cli("train", "--resume", "--workdir", workdir)
+    res = cli("train", "--resume", "--out", workdir)
     assert res.exit_code == 0 and "done all its 2 epochs; nothing to train" in said(res)
-    fails(cli("train", "--resume", "--workdir", workdir, "--epochs", "1"), 1, "has done 2 epochs", "cannot be cut to 1")
+    fails(cli("train", "--resume", "--out", workdir, "--epochs", "1"), 1, "has done 2 epochs", "cannot be cut to 1")
 
 
 def test_resume_refuses_a_setting_that_changes_the_computation(tmp_path, reference):
     workdir = tmp_path / "run"
     shutil.copytree(reference, workdir)
-    fails(cli("train", "--resume", "--workdir", workdir, "--set", "train.lr=1e-2"), 1,
+    fails(cli("train", "--resume", "--out", workdir, "--set", "train.lr=1e-2"), 1,
           "cannot resume this run with different settings", "train.lr")  # fmt: skip

@@ -62,7 +62,7 @@ def one_line(result) -> str:
 @pytest.fixture(scope="module")
 def merge_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("merge")
-    res = cli("--preset", "coco-aic-merge", *TINY, "--epochs", "6", "--workdir", str(workdir))
+    res = cli("--preset", "coco-aic-merge", *TINY, "--epochs", "6", "--out", str(workdir))
     assert res.exit_code == 0, res.output
     return workdir
 
@@ -74,7 +74,7 @@ def test_presets_train_on_the_sample(preset, layout, merge_run, tmp_path):
         workdir = merge_run
     else:
         workdir = tmp_path / preset
-        res = cli("--preset", preset, *TINY, "--epochs", "8" if preset == "coco" else "6", "--workdir", str(workdir))
+        res = cli("--preset", preset, *TINY, "--epochs", "8" if preset == "coco" else "6", "--out", str(workdir))
         assert res.exit_code == 0, res.output
     losses = [r["loss"] for r in records(workdir)]
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
@@ -91,7 +91,7 @@ def test_presets_train_on_the_sample(preset, layout, merge_run, tmp_path):
 
 
 def test_sample_notes_what_it_changes(merge_run):
-    res = cli("--preset", "coco-aic-merge", *TINY, "--epochs", "1", "--workdir", str(merge_run / "again"))
+    res = cli("--preset", "coco-aic-merge", *TINY, "--epochs", "1", "--out", str(merge_run / "again"))
     assert res.exit_code == 0
     assert "--sample: model.arch=hrnet-small" in one_line(res)
 
@@ -116,8 +116,8 @@ def test_resume_after_sigkill_is_exact(tmp_path):
     """Killed (-9) mid-epoch after an iteration checkpoint, resumed: the same weights as a run never stopped."""
     args = ["-m", "posecli", "train", "--preset", "coco", *TINY, "--epochs", "3", "--batch-size", "2", "--checkpoint-iters", "4"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    reference = _run([*args, "--workdir", str(whole)])
-    proc = _run([*args, "--workdir", str(killed)])
+    reference = _run([*args, "--out", str(whole)])
+    proc = _run([*args, "--out", str(killed)])
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         log = killed / "metrics.jsonl"
@@ -129,7 +129,7 @@ def test_resume_after_sigkill_is_exact(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (killed / "best.safetensors").exists()  # it really stopped early
-    _finish(_run([*args, "--workdir", str(killed), "--resume"]))
+    _finish(_run([*args, "--out", str(killed), "--resume"]))
     _finish(reference)
     a, b = load_file(whole / "last.safetensors"), load_file(killed / "last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -140,9 +140,9 @@ def test_two_processes_equal_one_with_two_micro_batches(tmp_path):
     """torchrun, 2 CPU processes x batch 4 (gloo) = 1 process x batch 8 in 2 micro-batches: same losses and weights."""
     common = ["--preset", "coco-aic-merge", *TINY, "--epochs", "2"]
     ddp = _run(["-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
-                "-m", "posecli", "train", *common, "--batch-size", "4", "--workdir", str(tmp_path / "ddp")])  # fmt: skip
+                "-m", "posecli", "train", *common, "--batch-size", "4", "--out", str(tmp_path / "ddp")])  # fmt: skip
     _finish(ddp)
-    _finish(_run(["-m", "posecli", "train", *common, "--batch-size", "8", "--micro-batches", "2", "--workdir", str(tmp_path / "one")]))
+    _finish(_run(["-m", "posecli", "train", *common, "--batch-size", "8", "--micro-batches", "2", "--out", str(tmp_path / "one")]))
     two, one = records(tmp_path / "ddp"), records(tmp_path / "one")
     assert len(two) == len(one) == 6  # 21 instances padded to 22: batches of 8, 8, 6 per epoch
     for a, b in zip(two, one):
@@ -175,32 +175,32 @@ def test_schedule_known_values():
 
 
 def test_resume_without_a_checkpoint_fails(tmp_path):
-    res = cli("--preset", "coco", *TINY, "--workdir", str(tmp_path), "--resume")
+    res = cli("--preset", "coco", *TINY, "--out", str(tmp_path), "--resume")
     assert res.exit_code == 1 and "no training state to resume from" in one_line(res)
     assert "Traceback" not in res.output
 
 
 def test_resume_with_another_preset_fails(merge_run):
-    res = cli("--preset", "coco-aic-combine", *TINY, "--workdir", str(merge_run), "--resume")
+    res = cli("--preset", "coco-aic-combine", *TINY, "--out", str(merge_run), "--resume")
     assert res.exit_code == 1 and "cannot resume this run with different settings" in one_line(res)
-    res = cli("--preset", "coco-aic-merge", *TINY, "--batch-size", "2", "--workdir", str(merge_run), "--resume")
+    res = cli("--preset", "coco-aic-merge", *TINY, "--batch-size", "2", "--out", str(merge_run), "--resume")
     assert res.exit_code == 1 and "batch_size" in one_line(res)
 
 
 def test_workdir_of_another_run_is_refused(merge_run):
-    res = cli("--preset", "coco-aic-merge", *TINY, "--workdir", str(merge_run))
+    res = cli("--preset", "coco-aic-merge", *TINY, "--out", str(merge_run))
     assert res.exit_code == 1 and "holds another run" in one_line(res)
 
 
 def test_bad_set_fails(tmp_path):
-    res = cli("--preset", "coco", *TINY, "--set", "train.nonsense=1", "--workdir", str(tmp_path))
+    res = cli("--preset", "coco", *TINY, "--set", "train.nonsense=1", "--out", str(tmp_path))
     assert res.exit_code == 1 and "unknown key 'nonsense'" in one_line(res)
 
 
 def test_init_backbone_without_matching_keys_fails(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"conv1.weight": torch.zeros(5, 3, 3, 3), "fc.weight": torch.zeros(2, 2)}, path)
-    res = cli("--preset", "coco", *TINY, "--init-backbone", str(path), "--workdir", str(tmp_path / "run"))
+    res = cli("--preset", "coco", *TINY, "--init-backbone", str(path), "--out", str(tmp_path / "run"))
     assert res.exit_code == 1 and "tensors match" in one_line(res) and "Traceback" not in res.output
 
 

@@ -56,13 +56,13 @@ def test_raw_training_checkpoint_reads_with_inert_stand_ins():
 
 
 def test_raw_checkpoint_converts_and_evaluates_like_its_published_form_and_like_mmpose(tmp_path):
-    res = runner.invoke(app, ["convert", "weights", str(RAW), "-o", str(tmp_path / "raw.safetensors")])
+    res = runner.invoke(app, ["convert", "weights", "-w", str(RAW), "-o", str(tmp_path / "raw.safetensors")])
     assert res.exit_code == 0, res.output
     assert "242 tensors, 0 unexpected, 0 missing" in flat(res)
     assert "not converted message_hub, optimizer, param_schedulers (training state" in flat(res)
     metrics = {}
     for name, weights in (("raw", RAW), ("published", PUBLISHED), ("converted", tmp_path / "raw.safetensors")):
-        res = runner.invoke(app, ["eval", str(weights), "--ann", str(COCO_ANN), "--images", str(COCO_IMAGES),
+        res = runner.invoke(app, ["eval", "-w", str(weights), "--ann", str(COCO_ANN), "--images", str(COCO_IMAGES),
                                   "--out", str(tmp_path / name)])  # fmt: skip
         assert res.exit_code == 0, res.output
         metrics[name] = json.loads((tmp_path / name / "metrics.json").read_text())["metrics"]
@@ -95,11 +95,11 @@ def hostile(tmp_path, monkeypatch):
 
 
 COMMANDS = {
-    "convert weights": ["convert", "weights", "evil.pth", "-o", "out.safetensors"],
-    "eval": ["eval", "evil.pth", "--ann", str(COCO_ANN), "--images", str(COCO_IMAGES), "--out", "out"],
+    "convert weights": ["convert", "weights", "-w", "evil.pth", "-o", "out.safetensors"],
+    "eval": ["eval", "-w", "evil.pth", "--ann", str(COCO_ANN), "--images", str(COCO_IMAGES), "--out", "out"],
     "predict": ["predict", str(COCO_IMAGES / "000000000785.jpg"), "--weights", "evil.pth", "--out", "out"],
     "benchmark": ["benchmark", "--weights", "evil.pth", "--out", "out"],
-    "train --init-backbone": ["train", "--preset", "coco", "--sample", "--init-backbone", "evil.pth", "--workdir", "out"],
+    "train --init-backbone": ["train", "--preset", "coco", "--sample", "--init-backbone", "evil.pth", "--out", "out"],
     "train --resume-from": ["train", "--resume-from", "evil.state.pt"],
 }
 
@@ -196,14 +196,14 @@ def test_convert_cli_reports_unexpected_and_missing_keys(tmp_path):
     state = dict(read_pth(CKPT17)["state_dict"])
     state["backbone.incre_modules.0.weight"] = torch.zeros(1)
     torch.save({"state_dict": state}, tmp_path / "extra.pth")
-    result = runner.invoke(app, ["convert", "weights", str(tmp_path / "extra.pth"), "-o", str(tmp_path / "m.safetensors")])
+    result = runner.invoke(app, ["convert", "weights", "-w", str(tmp_path / "extra.pth"), "-o", str(tmp_path / "m.safetensors")])
     assert result.exit_code == 0, result.output
     assert "unexpected" in result.output and "incre_modules" in result.output
     assert (tmp_path / "m.safetensors").is_file()
 
     del state["head.final_layer.bias"]
     torch.save({"state_dict": state}, tmp_path / "missing.pth")
-    result = runner.invoke(app, ["convert", "weights", str(tmp_path / "missing.pth"), "-o", str(tmp_path / "n.safetensors")])
+    result = runner.invoke(app, ["convert", "weights", "-w", str(tmp_path / "missing.pth"), "-o", str(tmp_path / "n.safetensors")])
     assert result.exit_code == 1
     assert "head.final_layer.bias" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "n.safetensors").exists()
@@ -211,11 +211,11 @@ def test_convert_cli_reports_unexpected_and_missing_keys(tmp_path):
 
 def test_convert_refuses_a_layout_that_does_not_fit_the_head(tmp_path):
     out = tmp_path / "m.safetensors"
-    res = runner.invoke(app, ["convert", "weights", str(CKPT17), "-o", str(out), "--layout", "aic"])
+    res = runner.invoke(app, ["convert", "weights", "-w", str(CKPT17), "-o", str(out), "--layout", "aic"])
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert "the head predicts 17 keypoints but layout 'aic' has 14; give --layout coco; nothing written" in flat(res)
     assert not out.exists()
-    res = runner.invoke(app, ["convert", "weights", str(CKPT17), "-o", str(out), "--layout", "body25"])
+    res = runner.invoke(app, ["convert", "weights", "-w", str(CKPT17), "-o", str(out), "--layout", "body25"])
     assert res.exit_code == 1 and "--layout body25: not a layout posecli knows" in flat(res)
 
 
@@ -253,7 +253,7 @@ def test_empty_and_truncated_files_are_one_clear_error_naming_the_file(tmp_path,
     data = source.read_bytes() if source else b""
     path = tmp_path / f"bad{suffix}"
     path.write_bytes(data[: int(len(data) * keep)])
-    res = runner.invoke(app, ["eval", str(path), "--ann", str(COCO_ANN), "--images", str(COCO_IMAGES)])
+    res = runner.invoke(app, ["eval", "-w", str(path), "--ann", str(COCO_ANN), "--images", str(COCO_IMAGES)])
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert f"{path}: {words}" in flat(res), res.output
 
@@ -299,7 +299,7 @@ def test_bad_metadata_or_weights_are_one_clear_error(tmp_path, good_file, case):
     with pytest.raises(UserError) as err:
         load_model(path)
     assert str(err.value).startswith(f"{path}: ") and words in str(err.value)
-    res = runner.invoke(app, ["eval", str(path), "--ann", str(COCO_ANN), "--images", str(COCO_IMAGES),
+    res = runner.invoke(app, ["eval", "-w", str(path), "--ann", str(COCO_ANN), "--images", str(COCO_IMAGES),
                               "--out", str(tmp_path / "out")])  # fmt: skip
     assert res.exit_code == 1 and "Traceback" not in res.output and words in flat(res), res.output
 
@@ -308,6 +308,6 @@ def test_nan_weights_in_a_pth_are_refused_by_convert(tmp_path):
     state = {k: v.clone() for k, v in read_pth(CKPT17)["state_dict"].items()}
     state["head.final_layer.bias"][3] = float("nan")
     torch.save({"state_dict": state}, tmp_path / "nan.pth")
-    res = runner.invoke(app, ["convert", "weights", str(tmp_path / "nan.pth"), "-o", str(tmp_path / "m.safetensors")])
+    res = runner.invoke(app, ["convert", "weights", "-w", str(tmp_path / "nan.pth"), "-o", str(tmp_path / "m.safetensors")])
     assert res.exit_code == 1 and "tensor head.final_layer.bias holds 1 NaN or infinite values" in flat(res)
     assert not (tmp_path / "m.safetensors").exists()

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from posecli.choices import Backend, Network, Precision
-from posecli.cli.common import console, device_option, out, user_errors
+from posecli.cli.common import Device, console, device_option, out, user_errors
 from posecli.engine.bench.run import BenchmarkResult, load_benchmark_model, requested_settings, run_benchmark
 from posecli.engine.inference import InferenceSettings
 from posecli.engine.runtimes import installed_runtimes
@@ -42,7 +42,7 @@ def benchmark(
     arch: Annotated[str, typer.Option(help="Architecture of the random model (hrnet-w32, hrnet-w48, hrnet-small).")] = "hrnet-w32",
     layout: Annotated[str, typer.Option(help="Keypoint layout of the random model (coco, aic, coco-aic).")] = "coco",
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
-    device: Annotated[str, typer.Option(help="auto (CUDA if there is one), cpu, cuda or cuda:N.")] = "auto",
+    device: Device = "auto",
     precision: Annotated[str, typer.Option(help="Comma-separated precisions: fp32, bf16, fp16 (each against its own matmul peak), or all (those that do not run natively here are noted, not run).")] = "fp32",
     backend: Annotated[str, typer.Option(help="Comma-separated backends: torch, onnxruntime, openvino, or all (torch and every installed runtime), timed side by side.")] = "torch",
     network: Annotated[str, typer.Option(help="Comma-separated networks: auto (eval's and predict's default), plain, folded, onednn, compiled.")] = "auto",
@@ -50,7 +50,7 @@ def benchmark(
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Flip test: two forwards per crop, as eval runs.")] = False,
     compare: Annotated[bool, typer.Option(help="Also time the plain network and each speed network (folded, onednn, compiled), interleaved.")] = False,
     pipeline: Annotated[bool, typer.Option(help="Also time the pipeline on the bundled sample images and detector boxes.")] = False,
-    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write all figures to this JSON file.")] = None,
+    out_file: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write all figures to this JSON file.")] = None,
     warmup: Annotated[int, typer.Option(min=1, help="Untimed calls before timing.")] = 2,
     repeats: Annotated[int, typer.Option(min=1, help="Timed calls (medians are reported).")] = 5,
     budget: Annotated[float, typer.Option(min=0.0, help="Seconds one measurement may take; slow settings get fewer repeats.")] = 120.0,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from pathlib import Path
+from typing import Annotated, Callable
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from posecli.choices import Backend, Decode, Network, Nms, Precision
 from posecli.devices import device_problem
 from posecli.errors import UserError
 
@@ -41,6 +43,22 @@ def device_option(value: str | None, flag: str = "--device") -> str | None:
     return value
 
 
-def not_yet(issue: str) -> None:
-    console.print(f"[yellow]not implemented yet[/] (tracked as: {issue})")
-    raise typer.Exit(2)
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user typed option ``name`` (rather than leaving its shown default)."""
+    source = ctx.get_parameter_source(name)  # click's ParameterSource; typer vendors click, so compare by name
+    return source is not None and source.name != "DEFAULT"
+
+
+# The options every command spells the same way, with the same defaults (``--help`` shows them).
+Weights = Annotated[Path, typer.Option("--weights", "-w", help="posecli .safetensors, an MMPose / official HRNet .pth, or a .onnx from posecli export.")]
+Device = Annotated[str, typer.Option(help="auto (CUDA if there is a GPU, else the CPU), cpu, cuda or cuda:N.")]
+# Inference: what eval and predict share (InferenceSettings), with eval's defaults everywhere.
+Flip = Annotated[bool, typer.Option("--flip/--no-flip", help="Flip test: average with the mirrored crop's heatmaps, as MMPose tests.")]
+DecodeOption = Annotated[Decode, typer.Option(help="Heatmap decoding: standard (arg-max and a quarter-pixel step) or dark (MMPose's DARK).")]
+BatchSize = Annotated[int, typer.Option(min=1, help="Person crops per network batch.")]
+NetworkOption = Annotated[Network, typer.Option(help="How the network runs; all give the same keypoints. auto: the fastest here (docs/benchmarks.md).")]
+PrecisionOption = Annotated[Precision, typer.Option(help="fp32 gives MMPose's numbers; bf16 needs AMX or AVX512-BF16 or CUDA, fp16 CUDA (docs/deploy.md).")]
+BackendOption = Annotated[Backend, typer.Option(help="What runs crops -> heatmaps: auto = torch, or for a .onnx the installed runtime.")]
+NmsOption = Annotated[Nms, typer.Option(help="Per-image NMS of the people found: oks, soft_oks or none.")]
+NmsThr = Annotated[float, typer.Option(min=0.0, max=1.0, help="OKS above which NMS drops the lower-scored person.")]
+MinBoxScore = Annotated[float, typer.Option(min=0.0, help="Drop person boxes scored below this (detector files, detectors).")]

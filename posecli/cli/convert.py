@@ -21,11 +21,16 @@ app = typer.Typer(help="Convert datasets (AIC raw -> COCO, layout remapping) and
 @user_errors
 def aic(
     raw: Annotated[Path, typer.Argument(help="AIC's raw annotation file, e.g. keypoint_train_annotations_20170909.json.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="COCO keypoint file to write, e.g. aic_train.json.")],
+    output: Annotated[Path, typer.Option("--out", "-o", help="COCO keypoint file to write, e.g. aic_train.json.")],
     images: Annotated[Optional[Path], typer.Option(help="Folder of the AIC images: width and height are read from their headers.")] = None,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Drop malformed records and count them, instead of stopping at the first.")] = False,
 ) -> None:
-    """AI Challenger's raw release -> COCO keypoint format, as MMPose's aic_train.json."""
+    """AI Challenger's raw release -> COCO keypoint format, as MMPose's aic_train.json.
+
+    Examples:
+
+      posecli convert aic keypoint_train_annotations_20170909.json --images keypoint_train_images_20170902/ -o aic_train.json
+    """
     from posecli.data.aic import convert_aic_file
 
     check_output(output, [raw])
@@ -44,12 +49,19 @@ def aic(
 def remap(
     inputs: Annotated[list[Path], typer.Argument(help="COCO keypoint files; several are concatenated, ids renumbered.")],
     to: Annotated[str, typer.Option("--to", help="Target layout: coco (merge: aic -> coco) or coco-aic (combine).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="COCO keypoint file to write.")],
+    output: Annotated[Path, typer.Option("--out", "-o", help="COCO keypoint file to write.")],
     source: Annotated[Optional[str], typer.Option("--from", help="Source layout of every input (default: read from each file's category keypoint names).")] = None,
     drop_empty: Annotated[bool, typer.Option("--drop-empty", help="Drop persons left with no labelled keypoint in the target layout.")] = False,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Drop malformed annotations and count them, instead of stopping at the first.")] = False,
 ) -> None:
-    """Remap COCO keypoint files to another keypoint layout, and concatenate them."""
+    """Remap COCO keypoint files to another keypoint layout, and concatenate them.
+
+    Examples:
+
+      posecli convert remap aic_train.json --to coco -o aic_as_coco.json
+
+      posecli convert remap person_keypoints_train2017.json aic_train.json --to coco-aic -o coco_aic_train.json
+    """
     from posecli.data.remap import remap_files
 
     check_output(output, inputs)

@@ -15,13 +15,20 @@ from posecli.weights import import_checkpoint, save_weights
 
 @user_errors
 def weights(
-    checkpoint: Annotated[Path, typer.Argument(help="MMPose .pth (published, or as training wrote it) or official HRNet .pth.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="The .safetensors file to write.")],
+    checkpoint: Annotated[Path, typer.Option("--weights", "-w", help="MMPose .pth (published, or as training wrote it) or official HRNet .pth.")],
+    output: Annotated[Path, typer.Option("--out", "-o", help="The .safetensors file to write.")],
     arch: Annotated[Optional[str], typer.Option(help="Architecture, when it cannot be recognised from the weights.")] = None,
     layout: Annotated[Optional[str], typer.Option(help="Keypoint layout (coco, aic, coco-aic), when not in the checkpoint.")] = None,
     allow_missing: Annotated[bool, typer.Option(help="Write the file even when weights are missing.")] = False,
 ):
-    """Convert a .pth checkpoint to safetensors, reporting missing and unexpected keys."""
+    """Convert a .pth checkpoint to safetensors, reporting missing and unexpected keys.
+
+    Examples:
+
+      posecli convert weights -w td-hm_hrnet-w32_8xb64-210e_coco-256x192-81c58e40_20220909.pth -o hrnet_w32_coco.safetensors
+
+      posecli convert weights -w work_dirs/my_run/best_coco_AP_epoch_210.pth -o mine.safetensors
+    """
     if output.suffix != ".safetensors":
         raise UserError(f"{output}: the output must end in .safetensors")
     check_output(output, [checkpoint])

@@ -12,16 +12,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from posecli import sample as bundled
-from posecli.choices import Backend, Precision
-from posecli.cli.common import console, device_option, out, user_errors
-from posecli.engine.cocometric import METRIC_NAMES, NMS_MODES
-from posecli.engine.evaluate import EvalResult
+import torch
+
+from posecli.choices import Backend, Decode, Network, Nms, Precision
+from posecli.cli.common import (BackendOption, BatchSize, DecodeOption, Device, Flip, MinBoxScore, NetworkOption, NmsOption,
+                                NmsThr, PrecisionOption, Weights, console, device_option, given, out, user_errors)  # fmt: skip
+from posecli.engine.cocometric import METRIC_NAMES
+from posecli.engine.evaluate import EvalResult, eval_data
 from posecli.engine.evaluate import evaluate as run_evaluation
 from posecli.engine.inference import InferenceSettings, Predictor
-from posecli.errors import UserError
 from posecli.fileio import check_folder, check_output
-from posecli.presets import TestCfg, load_preset
+from posecli.presets import load_preset
 
 
 class CropRate(ProgressColumn):
@@ -29,70 +30,65 @@ class CropRate(ProgressColumn):
         return Text(f"{task.speed or 0:.1f} crops/s", style="cyan")
 
 
-def _data(preset, data_root, ann, images, boxes, use_sample):
-    """(ann, images, boxes, test settings, published numbers) from --preset/--data-root, --ann/--images or --sample."""
-    if preset:
-        if data_root is None:
-            raise UserError("--preset needs --data-root (the folder that holds coco/annotations, coco/val2017, ...)")
-        p = load_preset(preset)
-        val = p.data.val
-        det = boxes or (data_root / val.boxes if val.boxes else None)
-        return ann or data_root / val.ann, images or data_root / val.images, det, p.test, p.published
-    if use_sample:
-        return bundled.COCO_ANN, bundled.COCO_IMAGES, boxes or bundled.COCO_DET, TestCfg(), {}
-    if ann is None or images is None:
-        raise UserError("say what to evaluate on: --ann ANN.json --images DIR, or --preset NAME --data-root DIR, or --sample")
-    return ann, images, boxes, TestCfg(), {}
-
-
-def _device(device: str | None) -> str | None:
-    if device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
-        return f"cuda:{os.environ['LOCAL_RANK']}"
+def _device(device: str) -> str:
+    if device in ("auto", "cuda") and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
+        return f"cuda:{os.environ['LOCAL_RANK']}"  # torchrun: one GPU per process
     return device
 
 
 @user_errors
 def evaluate(
-    weights: Annotated[Path, typer.Argument(help="Weights: posecli .safetensors, an MMPose / official HRNet .pth, or a .onnx from posecli export.")],
-    preset: Annotated[Optional[str], typer.Option(help="Preset whose data.val and test settings to use.")] = None,
+    ctx: typer.Context,
+    weights: Weights,
+    preset: Annotated[Optional[str], typer.Option(help="Preset whose data.val and test settings to use (a typed option wins).")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="Root of the preset's data paths.")] = None,
     ann: Annotated[Optional[Path], typer.Option(help="COCO keypoint annotation file.")] = None,
     images: Annotated[Optional[Path], typer.Option(help="Folder of the annotation file's images.")] = None,
-    boxes: Annotated[Optional[Path], typer.Option(help="COCO detection results (person boxes); default: ground-truth boxes.")] = None,
+    boxes: Annotated[Optional[Path], typer.Option(help="COCO detection results (person boxes); without it, or with --gt-boxes, ground-truth boxes.")] = None,
+    gt_boxes: Annotated[bool, typer.Option("--gt-boxes", help="Ground-truth person boxes, even where the preset names a detection file.")] = False,
     sample: Annotated[bool, typer.Option(help="Evaluate on the bundled 4-image COCO sample with its detector boxes.")] = False,
-    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Flip test (default: the preset's, else on).")] = None,
-    decode: Annotated[Optional[str], typer.Option(help="Heatmap decoding: standard or dark.")] = None,
-    nms: Annotated[Optional[str], typer.Option(help="Per-image NMS: oks, soft_oks or none.")] = None,
-    nms_thr: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="OKS threshold of the NMS.")] = None,
-    min_box_score: Annotated[Optional[float], typer.Option(help="Skip detector boxes scoring below this.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Crops per forward pass.")] = None,
-    workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers that decode images and cut crops (default: 2 on GPU, 0 on CPU, where the network's threads use every core).")] = None,
-    compile: Annotated[bool, typer.Option(help="torch.compile the network instead of running it on oneDNN's fused convolutions: same numbers; on 2 CPU cores slower than the default and 10-30 s of compiling first.")] = False,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N (default: cuda if available).")] = None,
-    backend: Annotated[Backend, typer.Option(help="What runs crops -> heatmaps: auto = torch, or for a .onnx the installed runtime.")] = Backend.AUTO,
-    precision: Annotated[Precision, typer.Option(help="fp32 gives MMPose's numbers; bf16 runs on CPUs with AMX or AVX512-BF16 and CUDA, fp16 on CUDA (docs/deploy.md).")] = Precision.FP32,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Write results.keypoints.json and metrics.json here.")] = None,
+    flip: Flip = True,
+    decode: DecodeOption = Decode.STANDARD,
+    nms: NmsOption = Nms.OKS,
+    nms_thr: NmsThr = 0.9,
+    min_box_score: MinBoxScore = 0.0,
+    batch_size: BatchSize = 32,
+    network: NetworkOption = Network.AUTO,
+    precision: PrecisionOption = Precision.FP32,
+    backend: BackendOption = Backend.AUTO,
+    device: Device = "auto",
+    workers: Annotated[Optional[int], typer.Option(min=0, show_default="none on CPU, 2 on GPU", help="DataLoader workers that decode images and cut crops.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write results.keypoints.json and metrics.json (and keypoints.png with the plot extra) here.")] = None,
     skip_bad_images: Annotated[bool, typer.Option(help="Evaluate without the images that fail the check (missing, empty, "
                                                        "truncated) and their ground truth, instead of stopping.")] = False,  # fmt: skip
 ) -> None:
-    """COCO keypoint AP with detector or ground-truth boxes, flip test, rescoring and OKS NMS."""
+    """COCO keypoint AP with detector or ground-truth boxes, flip test, rescoring and OKS NMS, as MMPose's CocoMetric.
+
+    Examples:
+
+      posecli eval -w hrnet_w32_coco_256x192.pth --preset coco --data-root data/
+
+      posecli eval -w runs/sample/best.safetensors --sample --out eval/
+
+      torchrun --nproc-per-node 8 -m posecli eval -w model.safetensors --preset coco --data-root data/
+    """
     device_option(device)
-    ann_file, images_dir, boxes_file, test, published = _data(preset, data_root, ann, images, boxes, sample)
+    data = eval_data(load_preset(preset) if preset else None, data_root, ann, images, boxes, gt_boxes, sample)
+    test = data.test
     if out_dir is not None:  # before evaluating, not after
         check_folder(out_dir)
         for name in ("results.keypoints.json", "metrics.json"):
-            check_output(out_dir / name, [weights, ann_file, boxes_file])
-    decode = decode or test.decode
-    nms = nms or test.nms
-    if decode not in ("standard", "dark"):
-        raise UserError(f"--decode {decode!r}: use standard or dark")
-    if nms not in NMS_MODES:
-        raise UserError(f"--nms {nms!r}: use one of {', '.join(NMS_MODES)}")
-    flip = test.flip if flip is None else flip
-    settings = InferenceSettings(device=_device(device) or "auto", flip=flip, decode=decode,
-                                 batch_size=batch_size or test.batch_size, network="compiled" if compile else "auto",
-                                 backend=backend, precision=precision)  # fmt: skip
+            check_output(out_dir / name, [weights, data.ann, data.boxes])
+
+    def pick(name: str, typed, from_preset):  # an option typed on the command line wins over the preset's value
+        return typed if given(ctx, name) or preset is None else from_preset
+
+    flip, decode, batch_size = pick("flip", flip, test.flip), pick("decode", decode, test.decode), pick("batch_size", batch_size, test.batch_size)
+    nms, nms_thr = pick("nms", nms, test.nms), pick("nms_thr", nms_thr, test.nms_thr)
+    settings = InferenceSettings(device=_device(device), flip=flip, decode=decode, batch_size=batch_size,
+                                 network=network, backend=backend, precision=precision, shift_heatmap=test.shift_heatmap)  # fmt: skip
     predictor = Predictor.from_weights(weights, settings, keep=test.output_keypoints)
+    ann_file, images_dir, boxes_file, published = data.ann, data.images, data.boxes, data.published
     main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
     if main:
         console.print(f"[bold]eval[/] {weights} on {ann_file} with {boxes_file or 'ground-truth boxes'}: "
@@ -103,7 +99,8 @@ def evaluate(
         result = run_evaluation(
             predictor, ann_file, images_dir, boxes_file, workers=workers,
             out_dir=out_dir, nms=nms, nms_thr=nms_thr if nms_thr is not None else test.nms_thr,
-            keypoint_score_thr=test.keypoint_score_thr, min_box_score=min_box_score, skip_bad_images=skip_bad_images,
+            keypoint_score_thr=test.keypoint_score_thr, score_mode=test.score_mode, min_box_score=min_box_score,
+            skip_bad_images=skip_bad_images,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             log=lambda msg: main and console.print(f"[dim]{msg}[/]", highlight=False),
         )  # fmt: skip

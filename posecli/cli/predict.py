@@ -10,8 +10,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from posecli.choices import Backend, Precision
-from posecli.cli.common import console, device_option, out, user_errors
+from posecli.choices import Backend, Decode, Network, Precision
+from posecli.cli.common import (BackendOption, BatchSize, DecodeOption, Device, Flip, NetworkOption, PrecisionOption, Weights,
+                                console, device_option, out, user_errors)  # fmt: skip
 from posecli.engine.inference import InferenceSettings
 from posecli.engine.predict import PredictConfig
 from posecli.fileio import check_folder, check_output
@@ -28,25 +29,37 @@ class RateColumn(ProgressColumn):
 @user_errors
 def predict(
     inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Images, folders (their images and videos, not recursive), glob patterns, videos.")],
-    weights: Annotated[Path, typer.Option(help="posecli .safetensors, an MMPose / official HRNet .pth, or a .onnx from posecli export.")],
+    weights: Weights,
     boxes: Annotated[Optional[Path], typer.Option(help="COCO detection results (image_id, bbox xywh, score) for the images.")] = None,
     ann: Annotated[Optional[Path], typer.Option(help="COCO annotations that name the image ids of --boxes (default: numeric file names, 000000000785.jpg -> 785).")] = None,
     detector: Annotated[str, typer.Option(help="Person boxes when there is no --boxes: hog (OpenCV's, offline), none (the whole image), or a YOLOX-style FILE.onnx.")] = "hog",
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for predictions.json, drawn images, drawn videos and their .jsonl.")] = Path("predictions"),
-    batch_size: Annotated[int, typer.Option(min=1, help="Person crops per forward pass.")] = 32,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, ... (default: cuda if available).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for predictions.json, drawn images, drawn videos and their .jsonl.")] = Path("predictions"),
+    batch_size: BatchSize = 32,
+    device: Device = "auto",
     min_box_score: Annotated[float, typer.Option(help="Drop person boxes scored below this.")] = 0.3,
     min_keypoint_score: Annotated[float, typer.Option(help="Draw only keypoints scored above this (the JSON keeps all).")] = 0.3,
     draw: Annotated[bool, typer.Option("--draw/--no-draw", help="Write drawn copies of images and videos.")] = True,
-    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Flip test: average with the mirrored crop, as MMPose's test setting.")] = True,
-    backend: Annotated[Backend, typer.Option(help="What runs crops -> heatmaps: auto = torch, or for a .onnx the installed runtime.")] = Backend.AUTO,
-    precision: Annotated[Precision, typer.Option(help="fp32 gives MMPose's numbers; bf16 runs on CPUs with AMX or AVX512-BF16 and CUDA, fp16 on CUDA (docs/deploy.md).")] = Precision.FP32,
+    flip: Flip = True,
+    decode: DecodeOption = Decode.STANDARD,
+    network: NetworkOption = Network.AUTO,
+    precision: PrecisionOption = Precision.FP32,
+    backend: BackendOption = Backend.AUTO,
 ):
-    """Keypoints for images, folders and videos: drawn pictures and JSON."""
+    """Keypoints for images, folders and videos: drawn pictures and JSON.
+
+    Examples:
+
+      posecli predict photo.jpg -w model.safetensors --out out/
+
+      posecli predict val2017/ -w model.pth --boxes detections.json --ann person_keypoints_val2017.json
+
+      posecli predict clip.mp4 -w model.safetensors --detector yolox_m.onnx --no-flip
+    """
     device_option(device)
     check_folder(out_dir)
     check_output(out_dir / "predictions.json", [weights, boxes, ann])
-    settings = InferenceSettings(device=device or "auto", flip=flip, batch_size=batch_size, backend=backend, precision=precision)
+    settings = InferenceSettings(device=device, flip=flip, decode=decode, batch_size=batch_size, network=network,
+                                 backend=backend, precision=precision)  # fmt: skip
     cfg = PredictConfig(inputs, weights, out_dir, boxes, ann, detector, settings, min_box_score, min_keypoint_score, draw)
     columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:

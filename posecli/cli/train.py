@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from posecli.cli.common import console, device_option, out, user_errors
+from posecli.cli.common import Device, console, device_option, out, user_errors
 from posecli.engine.train import RunOptions
 from posecli.engine.train import train as run_training
 
@@ -55,7 +55,7 @@ def train(
     preset: Annotated[Optional[str], typer.Option(help="Bundled preset (coco, coco-aic-merge, coco-aic-combine) or a .yaml; "
                                                   "with --resume, default: the checkpoint's.")] = None,  # fmt: skip
     data_root: Annotated[Optional[Path], typer.Option(help="Root of the preset's data paths (coco/..., aic/...).")] = None,
-    workdir: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/PRESET).")] = None,
+    workdir: Annotated[Optional[Path], typer.Option("--out", "-o", show_default="runs/PRESET", help="Run folder: checkpoints, metrics.jsonl, curves.png, preset.yaml.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Preset override key=value, e.g. train.lr=1e-3; repeatable.")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Same as --set train.epochs=N; with --resume, extends the run to N epochs.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Per process; same as --set train.batch_size=N.")] = None,
@@ -66,8 +66,8 @@ def train(
     checkpoint_iters: Annotated[Optional[int], typer.Option(min=0, help="Also save `last` every N iterations (0: at epoch "
                                                             "ends only). Default 0, or the resumed run's.")] = None,  # fmt: skip
     amp: Annotated[bool, typer.Option(help="Mixed precision: float16 + GradScaler on CUDA; bfloat16 on CPU (slow).")] = False,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N (default: cuda if available).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --workdir from its last.state.pt, with the checkpoint's "
+    device: Device = "auto",
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last.state.pt, with the checkpoint's "
                                               "preset and settings (--sample, --data-root, ... need not be repeated).")] = False,  # fmt: skip
     resume_from: Annotated[Optional[Path], typer.Option(help="Continue a run from this .state.pt file (implies --resume).")] = None,
     init_backbone: Annotated[Optional[Path], typer.Option(help="ImageNet HRNet .pth (e.g. hrnet_w32-36af842e.pth) for the backbone.")] = None,
@@ -78,6 +78,16 @@ def train(
     """Train a preset (coco, coco-aic-merge, coco-aic-combine) on CPU, one GPU, or many with torchrun.
 
     The run folder gets preset.yaml, metrics.jsonl, curves.png, last/best .safetensors + .state.pt.
+
+    Examples:
+
+      posecli train --preset coco-aic-merge --sample --out runs/sample
+
+      posecli train --preset coco --data-root data/ --set train.lr=1e-3
+
+      torchrun --nproc-per-node 8 -m posecli train --preset coco --data-root data/ --out runs/coco
+
+      posecli train --resume --out runs/coco --epochs 220
     """
     device_option(device)
     overrides = list(set_ or [])
@@ -90,7 +100,7 @@ def train(
     elif resume:
         workdir = workdir or (Path("runs") / Path(preset).stem if preset else None)
         if workdir is None:
-            raise typer.BadParameter("--resume needs --workdir (or --preset, for runs/PRESET)")
+            raise typer.BadParameter("--resume needs --out (or --preset, for runs/PRESET)")
         resume_path = workdir / "last.state.pt"
     if workdir is None:
         workdir = Path("runs") / (Path(preset).stem if preset else "run")

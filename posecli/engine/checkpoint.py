@@ -150,7 +150,7 @@ def check_compatible(path: Path, blob: dict, preset: dict, run: dict) -> None:
     diffs += _differences({k: blob["run"].get(k) for k in RUN_KEYS}, {k: run.get(k) for k in RUN_KEYS})
     if diffs:
         raise UserError(f"{path}: cannot resume this run with different settings: {'; '.join(diffs[:4])}. "
-                        "Resume with the checkpoint's settings, or start a new run in a new --workdir")  # fmt: skip
+                        "Resume with the checkpoint's settings, or start a new run in a new folder")  # fmt: skip
 
 
 def restore(blob: dict, model: torch.nn.Module, optimizer, scaler) -> TrainState:

@@ -16,18 +16,25 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from posecli.choices import ScoreMode
 from posecli.geometry import xyxy_to_xywh
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")  # COCOeval.stats order
 NMS_MODES = ("oks", "soft_oks", "none")
 
 
-def rescore(box_scores: np.ndarray, keypoint_scores: np.ndarray, threshold: float = 0.2) -> np.ndarray:
-    """(N,) box scores, (N, K) keypoint scores -> (N,) float64 instance scores.
+def rescore(box_scores: np.ndarray, keypoint_scores: np.ndarray, threshold: float = 0.2,
+            mode: ScoreMode = ScoreMode.BBOX_KEYPOINT) -> np.ndarray:  # fmt: skip
+    """(N,) box scores, (N, K) keypoint scores -> (N,) float64 instance scores, as CocoMetric's ``score_mode``.
 
-    score = box score x mean of the keypoint scores strictly above ``threshold`` (0 if none).
-    As MMPose, in float64 with a running sum, so a float32 score of 0.2 counts as above 0.2.
+    bbox_keypoint: box score x mean of the keypoint scores strictly above ``threshold`` (0 if none),
+    in float64 with a running sum as MMPose, so a float32 score of 0.2 counts as above 0.2.
+    bbox: the box score. keypoint: the mean of all keypoint scores (numpy's float32 mean, as MMPose).
     """
+    if mode == ScoreMode.BBOX:
+        return box_scores.astype(np.float64)
+    if mode == ScoreMode.KEYPOINT:
+        return keypoint_scores.astype(np.float32).mean(axis=1).astype(np.float64)
     kpt = keypoint_scores.astype(np.float64)
     confident = kpt > threshold
     count = confident.sum(axis=1)

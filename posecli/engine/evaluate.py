@@ -24,7 +24,10 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
+from posecli import sample as bundled
+from posecli.choices import ScoreMode
 from posecli.data.coco import Boxes, CocoFile, gt_boxes, read_coco, read_detections
+from posecli.data.dataset import sample_preset_paths
 from posecli.data.images import check_images, decode_image, describe_bad
 from posecli.engine.cocometric import KeypointStat, coco_keypoint_eval, coco_results, rescore, select_instances
 from posecli.engine.inference import Crops, Predictor, crop_boxes
@@ -32,6 +35,7 @@ from posecli.errors import UserError
 from posecli.fileio import atomic_paths, write_text
 from posecli.geometry import box_center_scale, fix_aspect_ratio
 from posecli.layouts import Layout
+from posecli.presets import Preset, TestCfg
 
 Progress = Callable[[int, int], None]  # (crops done, crops in total)
 
@@ -88,6 +92,51 @@ def crop_batches(counts: list[int], batch_size: int) -> list[list[int]]:
     if current:
         batches.append(current)
     return batches
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """What an evaluation runs on: ground truth, its images, person boxes (None: ground-truth boxes)."""
+
+    ann: Path
+    images: Path
+    boxes: Path | None
+    test: TestCfg  # the preset's test settings, or the defaults
+    published: dict = field(default_factory=dict)  # the preset's published numbers, to print beside ours
+
+
+def eval_data(preset: Preset | None = None, data_root: str | Path | None = None, ann: str | Path | None = None,
+              images: str | Path | None = None, boxes: str | Path | None = None, use_gt_boxes: bool = False,
+              sample: bool = False) -> EvalData:  # fmt: skip
+    """The one resolution of evaluation data, for eval and for training's validation.
+
+    Explicit files win; else the preset's ``data.val`` under ``data_root`` (or, with ``sample``, the
+    bundled sample in its place); else, with ``sample`` alone, the bundled COCO sample. A detection
+    file that does not exist is an error, never a quiet switch to ground-truth boxes (that changes
+    the AP): ``use_gt_boxes`` asks for those, as does a preset whose ``data.val.boxes`` is null.
+    """
+    test, published, val_boxes = (preset.test, preset.published, None) if preset else (TestCfg(), {}, None)
+    if preset is not None and (ann is None or images is None):
+        if sample:
+            root, data = sample_preset_paths(preset)
+            val = data.val
+        elif data_root is None:
+            raise UserError("a preset's data paths are relative to a data root: give the folder that holds "
+                            "coco/annotations, coco/val2017, ... (or evaluate on the bundled sample)")  # fmt: skip
+        else:
+            root, val = Path(data_root), preset.data.val
+        ann, images = ann or root / val.ann, images or root / val.images
+        val_boxes = root / val.boxes if val.boxes else None
+    elif sample and (ann is None or images is None):
+        ann, images, val_boxes = ann or bundled.COCO_ANN, images or bundled.COCO_IMAGES, bundled.COCO_DET
+    if ann is None or images is None:
+        raise UserError("nothing to evaluate on: give an annotation file and its image folder, a preset and its "
+                        "data root, or the bundled sample")  # fmt: skip
+    boxes = None if use_gt_boxes else Path(boxes) if boxes else val_boxes
+    if boxes is not None and not boxes.is_file():
+        raise UserError(f"{boxes}: no such detection file; give the person boxes the evaluation names, "
+                        "or evaluate with ground-truth boxes")  # fmt: skip
+    return EvalData(Path(ann), Path(images), boxes, test, published)
 
 
 def fit_layout(predictor: Predictor, layout: Layout) -> Predictor:
@@ -187,7 +236,8 @@ def _one_thread(_worker_id: int) -> None:
 def evaluate(predictor: Predictor | str | Path, ann_file: str | Path, images_dir: str | Path,
              boxes_file: str | Path | None = None, *, workers: int | None = None,
              out_dir: str | Path | None = None, nms: str = "oks", nms_thr: float = 0.9,
-             keypoint_score_thr: float = 0.2, min_box_score: float | None = None, skip_bad_images: bool = False,
+             keypoint_score_thr: float = 0.2, score_mode: ScoreMode = ScoreMode.BBOX_KEYPOINT,
+             min_box_score: float | None = None, skip_bad_images: bool = False,
              progress: Progress | None = None, log: Callable[[str], None] = lambda _: None) -> EvalResult:  # fmt: skip
     """COCO keypoint AP of a model with detector boxes (``boxes_file``) or ground-truth boxes.
 
@@ -234,7 +284,7 @@ def evaluate(predictor: Predictor | str | Path, ann_file: str | Path, images_dir
     order = np.argsort(index)  # back to box order
     keypoints, kpt_scores = keypoints[order], kpt_scores[order]
 
-    scores = rescore(boxes.scores, kpt_scores, keypoint_score_thr)
+    scores = rescore(boxes.scores, kpt_scores, keypoint_score_thr, score_mode)
     (w, h), (_, padded) = predictor.codec.input_size, box_center_scale(boxes.xyxy)
     crop_wh = fix_aspect_ratio(padded, w / h)
     areas = crop_wh[:, 0] * crop_wh[:, 1]  # MMPose's instance area for NMS: the aspect-fixed crop size

@@ -42,10 +42,12 @@ class CompileError(UserError):
 @dataclass(frozen=True)
 class InferenceSettings:
     """How crops become keypoints at test time: one value, built once, used by eval, predict,
-    benchmark and validation alike. Only ``flip``, ``decode`` and ``precision`` change the numbers."""
+    benchmark and validation alike. Only ``flip``, ``shift_heatmap``, ``decode`` and ``precision``
+    change the numbers."""
 
     device: str = "auto"  # auto (CUDA if there is one) | cpu | cuda | cuda:N
     flip: bool = True  # flip test: average with the mirrored crop's heatmaps, as MMPose's test_cfg
+    shift_heatmap: bool = True  # flip test: the flipped-back heatmaps shifted one pixel right, as MMPose
     decode: Decode = Decode.STANDARD
     batch_size: int = 32  # crops per Predictor call; eval regroups crops across images to fill it
     network: Network = Network.AUTO
@@ -67,7 +69,8 @@ class InferenceSettings:
     @property
     def label(self) -> str:
         calls = [] if self.chunk is None else [f"chunk{self.chunk or 'all'}"]
-        runs = [str(self.precision), str(self.network)] if self.backend in (Backend.AUTO, Backend.TORCH) else [str(self.backend), str(self.precision)]
+        torch_backend = self.backend in (Backend.AUTO, Backend.TORCH)
+        runs = [str(self.precision), str(self.network)] if torch_backend else [str(self.backend), str(self.precision)]
         return " ".join([*runs, *calls] + ["flip"] * self.flip)
 
 
@@ -190,6 +193,9 @@ class Predictor:
         device = runtimes.runtime_device(backend, settings.device)
         runner = runtimes.make_runner(backend, graph, settings.precision, device, where)
         meta = meta or runtimes.read_metadata(runner.metadata(), where)
+        if meta.flip and not settings.shift_heatmap:
+            raise UserError(f"{where} has MMPose's flip test (with its heatmap shift) inside its graph; it cannot run "
+                            "the flip test without the shift")  # fmt: skip
         if meta.flip and not settings.flip:
             raise UserError(f"{where} has the flip test inside its graph (exported with --flip), so it cannot run "
                             "without it: drop --no-flip, or export again without --flip")  # fmt: skip
@@ -197,7 +203,7 @@ class Predictor:
         flip_outside = layout.flip_indices if settings.flip and not meta.flip else None
         chunk = settings.chunk or None
         model = runtimes.GraphModel(runner, (layout.num_keypoints, info.heatmap_size[1], info.heatmap_size[0]),
-                                    flip_outside, batch=meta.batch, chunk=chunk)  # fmt: skip
+                                    flip_outside, settings.shift_heatmap, batch=meta.batch, chunk=chunk)  # fmt: skip
         codec = HeatmapCodec(info.input_size, info.heatmap_size, dark=settings.decode == Decode.DARK)
         return cls(model, codec, layout, info, torch.device("cpu"), settings.replace(backend=backend), keep)
 
@@ -209,7 +215,8 @@ class Predictor:
         exported to a graph in memory first (``runtimes.to_onnx``, a few seconds)."""
         backend = runtimes.resolve_backend(settings.backend, graph=False)
         if backend != Backend.TORCH:
-            runtimes.check_precision(backend, settings.precision, runtimes.runtime_device(backend, settings.device))  # before exporting
+            device = runtimes.runtime_device(backend, settings.device)  # a UserError if the runtime is missing
+            runtimes.check_precision(backend, settings.precision, device)  # both before exporting
             return cls.from_graph(runtimes.to_onnx(net, info), settings, keep, runtimes.GraphInfo(info, False, None),
                                   where=f"{info.arch} exported for {backend}")  # fmt: skip
         device = pick_device(settings.device)
@@ -221,8 +228,8 @@ class Predictor:
             net = prepare_network(net, info, network, settings.precision, device)
         settings = settings.replace(network=network, backend=backend)
         chunk = default_chunk(device, network == Network.ONEDNN) if settings.chunk is None else settings.chunk or None
-        model = TopDown(net, LAYOUTS[info.layout].flip_indices if settings.flip else None, mean=info.mean,
-                        std=info.std, chunk=chunk)  # fmt: skip
+        model = TopDown(net, LAYOUTS[info.layout].flip_indices if settings.flip else None, settings.shift_heatmap,
+                        mean=info.mean, std=info.std, chunk=chunk)  # fmt: skip
         codec = HeatmapCodec(info.input_size, info.heatmap_size, dark=settings.decode == Decode.DARK)
         predictor = cls(model, codec, LAYOUTS[info.layout], info, device, settings, keep)
         return predictor.compile() if network == Network.COMPILED else predictor

@@ -171,7 +171,8 @@ def precision_problem(backend: Backend, precision: Precision, device: torch.devi
     if precision == Precision.FP16:
         return "fp16 runs natively on CUDA GPUs only; on a CPU it would be emulated (use bf16 where the CPU has it, or fp32)"
     if cpu_bf16() is None:
-        return "bf16 needs a CPU with AMX or AVX512-BF16 and this one has neither: it would be emulated, many times slower than fp32"
+        return ("bf16 needs a CPU with AMX or AVX512-BF16 and this one has neither: it would be emulated, many times "
+                "slower than fp32")
     return None
 
 

@@ -42,7 +42,7 @@ from posecli.engine.checkpoint import (
 )
 from posecli.engine.curves import MetricsLog
 from posecli.data.images import describe_bad
-from posecli.engine.evaluate import evaluate, image_problems
+from posecli.engine.evaluate import eval_data, evaluate, image_problems
 from posecli.engine.inference import InferenceSettings, Predictor
 from posecli.engine.schedule import base_lr, lr_at
 from posecli.errors import UserError
@@ -210,33 +210,24 @@ def check_workdir(workdir: Path, resuming: bool) -> None:
                         "or give a new --workdir")  # fmt: skip
 
 
-def validation_data(preset: Preset, opts: RunOptions) -> tuple[Path, Path, Path | None]:
-    """(annotation file, image folder, detector boxes or None for GT boxes) of the preset's data.val."""
-    if opts.sample:
-        root, data = sample_preset_paths(preset)
-        val = data.val
-    else:
-        root, val = Path(opts.data_root), preset.data.val
-    boxes = root / val.boxes if val.boxes and (root / val.boxes).is_file() else None
-    return root / val.ann, root / val.images, boxes
-
-
 def validate(model: torch.nn.Module, info: ModelInfo, preset: Preset, opts: RunOptions, d: Dist, progress=None) -> dict:
     """COCO AP of a copy of the model (the training model stays in train mode); all ranks take part."""
-    ann, images, boxes = validation_data(preset, opts)
-    t = preset.test
-    settings = InferenceSettings(device=str(d.device), flip=t.flip, decode=t.decode, batch_size=t.batch_size)
+    data = eval_data(preset, opts.data_root, sample=opts.sample)
+    ann, images, boxes, t = data.ann, data.images, data.boxes, preset.test
+    settings = InferenceSettings(device=str(d.device), flip=t.flip, decode=t.decode, batch_size=t.batch_size,
+                                 shift_heatmap=t.shift_heatmap)  # fmt: skip
     predictor = Predictor.from_model(copy.deepcopy(model), info, settings, keep=t.output_keypoints)
     # An image that turns bad after the check at setup is left out with a warning, not the end of the run.
     result = evaluate(predictor, ann, images, boxes, nms=t.nms, nms_thr=t.nms_thr, keypoint_score_thr=t.keypoint_score_thr,
-                      skip_bad_images=True, progress=progress)  # fmt: skip
+                      score_mode=t.score_mode, skip_bad_images=True, progress=progress)  # fmt: skip
     warnings = {"warnings": result.warnings} if result.warnings else {}
     return dict(result.metrics, boxes="detector" if boxes else "ground truth", **warnings)
 
 
 def check_validation_images(preset: Preset, opts: RunOptions, log: Event) -> None:
     """The validation images, checked before epoch 1 as eval checks them: bad ones stop the run, or are noted."""
-    bad, total = image_problems(*validation_data(preset, opts))
+    data = eval_data(preset, opts.data_root, sample=opts.sample)  # also: a missing detection file stops the run here
+    bad, total = image_problems(data.ann, data.images, data.boxes)
     if bad:
         message = describe_bad(bad, total, "validation images")
         if not opts.skip_bad_images:
