@@ -242,8 +242,10 @@ def test_drop_empty_and_from_override(tmp_path):
     src["categories"][0]["keypoints"] = [f"kp{i}" for i in range(14)]  # unrecognisable: needs --from
     path = tmp_path / "aic.json"
     path.write_text(json.dumps(src))
-    with pytest.raises(UserError, match="--from"):
+    with pytest.raises(UserError, match=r"say the source layout \(source\)"):  # the library names its parameter
         remap_files([path], tmp_path / "out.json", "coco")
+    result = CliRunner().invoke(app, ["convert", "remap", str(path), "--to", "coco", "-o", str(tmp_path / "o.json")])
+    assert result.exit_code == 1 and "(--from)" in result.output  # the CLI, its flag
     kept = remap_files([path], tmp_path / "out.json", "coco", source="aic")
     assert kept.persons == 9 and read(tmp_path / "out.json")["annotations"][0]["num_keypoints"] == 0
     dropped = remap_files([path], tmp_path / "out.json", "coco", source="aic", drop_empty=True)
@@ -266,7 +268,7 @@ def test_remap_bad_input(tmp_path):
 
     with pytest.raises(UserError, match="unknown keypoint layout"):
         remap_files([COCO_ANN], tmp_path / "out.json", "mpii")
-    with pytest.raises(UserError, match="run `posecli convert aic` first"):
+    with pytest.raises(UserError, match="AIC's raw release: convert it to COCO format first"):
         remap_files([AIC_RAW_3], tmp_path / "out.json", "coco")
 
 

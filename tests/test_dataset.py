@@ -212,7 +212,7 @@ def test_missing_annotation_file_names_it(tmp_path):
 
 def test_wrong_keypoint_names_name_the_file():
     wrong = Source("aic-as-coco", "coco", "aic/test_aic.json", "aic")
-    with pytest.raises(UserError, match=re.escape(str(AIC_ANN)) + ".*are not layout 'coco'"):
+    with pytest.raises(UserError, match=re.escape(str(AIC_ANN)) + ".*are layout 'aic' \\(14\\), the preset says 'coco'"):
         load_instances([wrong], SAMPLE, get_layout("coco"))
 
 

@@ -27,7 +27,7 @@ from posecli.data.coco import gt_boxes, read_coco, read_detections
 from posecli.engine.cocometric import (METRIC_NAMES, coco_keypoint_eval, coco_results, oks_nms, rescore,
                                        select_instances, soft_oks_nms)  # fmt: skip
 from posecli.engine.evaluate import crop_batches, evaluate, fit_layout, predict_boxes
-from posecli.engine.inference import Predictor
+from posecli.engine.inference import InferenceSettings, Predictor
 from posecli.errors import UserError
 from posecli.layouts import LAYOUTS
 
@@ -61,7 +61,8 @@ def _share_heatmaps(predictor: Predictor, key) -> None:
 @pytest.mark.parametrize("model,mode", MODES)
 def test_metrics_and_results_match_mmpose(tmp_path, model, mode):
     boxes, setting = mode.split("_")
-    predictor = Predictor.from_weights(CKPTS[model], flip=setting != "noflip", dark=setting == "darkflip")
+    settings = InferenceSettings(flip=setting != "noflip", decode="dark" if setting == "darkflip" else "standard")
+    predictor = Predictor.from_weights(CKPTS[model], settings)
     _share_heatmaps(predictor, (model, setting == "noflip"))
     result = evaluate(predictor, COCO_ANN, COCO_IMAGES, COCO_DET if boxes == "det" else None, workers=0, out_dir=tmp_path)
     expected = list(json.loads((REF / "eval" / model / f"metrics_{mode}.json").read_text()).values())

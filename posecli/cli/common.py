@@ -18,6 +18,16 @@ console = Console(stderr=True)
 out = Console()
 
 
+# Library parameters whose flag is not simply --the-name-with-dashes.
+FLAGS = {"source": "--from", "target": "--to", "workdir": "--out", "out_dir": "--out", "images_dir": "--images",
+         "resume": "--resume", "use_gt_boxes": "--gt-boxes"}  # fmt: skip
+
+
+def flag(name: str) -> str:
+    """A library parameter's command-line spelling: ``data_root`` -> ``--data-root``."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
 def user_errors(fn: Callable) -> Callable:
     """Print a ``UserError`` (and unreadable files) as one red line, exit 1, no traceback."""
 
@@ -26,7 +36,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except UserError as e:
-            console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)  # "[x, y, w, h]" is no markup
+            console.print(f"[bold red]error:[/] {escape(e.render(flag))}", highlight=False)  # "[x, y, w, h]" is no markup
             raise typer.Exit(1) from None
         except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
             console.print(f"[bold red]error:[/] {e.strerror}: {e.filename}", highlight=False)

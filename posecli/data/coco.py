@@ -48,20 +48,36 @@ class Boxes:
         return len(self.ids)
 
 
+def read_annotation_file(path: str | Path, what: str = "COCO keypoint annotation file", hint: str = "",
+                         needs: tuple[str, ...] = ("images", "annotations", "categories")) -> dict:  # fmt: skip
+    """The one reader of COCO-format annotation files: JSON with the lists ``needs`` names, or a UserError."""
+    data = read_json(path, what, hint)
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in needs):
+        raw = " It looks like AIC's raw release: convert it to COCO format first." if isinstance(data, list) else ""
+        raise UserError(f"{path}: not a {what} (it needs the lists {', '.join(repr(k) for k in needs)}).{raw}")
+    return data
+
+
+def keypoint_category(data: dict, path: str | Path) -> tuple[dict, Layout]:
+    """The file's one category with keypoint names, and the layout those names are (the one layout detection)."""
+    categories = [c for c in data.get("categories") or [] if isinstance(c, dict) and c.get("keypoints")]
+    if len(categories) != 1:
+        raise UserError(f"{path}: {len(categories)} categories with keypoint names, expected one person category")
+    try:
+        return categories[0], layout_from_names(categories[0]["keypoints"])
+    except ValueError:
+        names = categories[0]["keypoints"]
+        raise UserError(f"{path}: the keypoints {names[:4]}... are not a known layout (coco, aic or coco-aic); "
+                        "remap the file to one") from None  # fmt: skip
+
+
 def read_coco(path: str | Path) -> CocoFile:
     """Read and check a COCO keypoint annotation file; its layout comes from the person category."""
     path = Path(path)
-    data = read_json(path, "COCO-format annotation file")
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
-        raise UserError(f"{path}: not a COCO annotation file (needs lists 'images', 'annotations' and 'categories')")
-    person = next((c for c in data["categories"] if isinstance(c, dict) and c.get("id") == PERSON), None)
-    if person is None or not person.get("keypoints"):
-        raise UserError(f"{path}: no category with id 1 and 'keypoints'; a COCO keypoint file has one person category")
-    try:
-        layout = layout_from_names(person["keypoints"])
-    except ValueError:
-        raise UserError(f"{path}: the person category's keypoints {person['keypoints'][:4]}... are not a known layout "
-                        "(coco, aic or coco-aic); convert the file with `posecli convert remap`") from None  # fmt: skip
+    data = read_annotation_file(path)
+    person, layout = keypoint_category(data, path)
+    if person.get("id") != PERSON:
+        raise UserError(f"{path}: the keypoint category has id {person.get('id')!r}; COCO's person category is id 1")
     images = {}
     for i, img in enumerate(data["images"]):
         problem = records.image_record(img)
@@ -91,6 +107,39 @@ def read_coco(path: str | Path) -> CocoFile:
             # xtcocotools (MMPose's COCOeval) scales OKS by 0.53 x the box area where 'area' is absent (AIC's files)
             ann.setdefault("area", ann["bbox"][2] * ann["bbox"][3] * AREA_PER_BOX_AREA)
     return CocoFile(path, data, layout, images)
+
+
+def parse_instance(ann: dict, img: dict, layout: Layout, path: str | Path) -> tuple[str | None, np.ndarray, np.ndarray]:
+    """A person annotation as MMPose's top-down datasets keep it, for training and for ground-truth boxes alike.
+
+    -> (reason it is left out, or None; (4,) float32 xyxy clipped to the image; (K, 3) float32 x, y, v).
+    Left out, as MMPose's ``_is_valid_instance``: no bbox or keypoints, crowd, ``num_keypoints`` 0
+    (counted from the coordinates when the field is absent), no box left after clipping, and
+    every keypoint x and y <= 0. A malformed record is a UserError naming it.
+    """
+    if "bbox" not in ann or "keypoints" not in ann:
+        return "no bbox or keypoints", None, None
+    problem = records.keypoints(ann["keypoints"], layout.keypoints) or records.box_xywh(ann["bbox"])
+    if problem is not None and problem.reason == EMPTY:
+        problem = None  # an empty box is left out below, as MMPose does
+    if problem is None and "num_keypoints" in ann:
+        problem = records.number(ann["num_keypoints"], "num_keypoints", minimum=0)
+    if problem:
+        raise UserError(f"{path}: annotation {ann.get('id')} (image {ann.get('image_id')}): {problem.detail}; {GROUND_TRUTH_FIX}")
+    if ann.get("iscrowd", 0):
+        return "crowd", None, None
+    x, y, w, h = (float(v) for v in ann["bbox"])
+    kpts = np.asarray(ann["keypoints"], dtype=np.float32).reshape(layout.num_keypoints, 3)
+    labelled = ann["num_keypoints"] if "num_keypoints" in ann else np.count_nonzero(kpts[:, :2].max(axis=1))
+    if labelled == 0:
+        return "no keypoints", None, None
+    # Clipped in float64, then cast: x2 is x + w clipped, not x1 + w.
+    xyxy = clip_xyxy(np.array([[x, y, x + w, y + h]]), img["width"], img["height"])[0].astype(np.float32)
+    if xyxy[2] - xyxy[0] <= 0 or xyxy[3] - xyxy[1] <= 0:
+        return "empty box", None, None
+    if kpts[:, :2].max() <= 0:  # MMPose: np.max(keypoints) <= 0 over x and y only, v does not count
+        return "no keypoints", None, None
+    return None, xyxy, kpts
 
 
 def ground_truth_problem(ann: dict, layout: Layout) -> Problem | None:
@@ -128,7 +177,8 @@ def _finish(image_ids, ids, xyxy, scores, skips: Skips, total: int) -> Boxes:
 
 
 def gt_boxes(coco: CocoFile) -> Boxes:
-    """Ground-truth person boxes (score 1), image by image in file order, as MMPose's test set.
+    """Ground-truth person boxes (score 1), image by image in file order, as MMPose's test set
+    (the persons ``parse_instance`` keeps, as for training).
 
     A box with no area inside its image is skipped with a warning; its person stays in the
     ground truth (and counts as missed), as in MMPose.
@@ -142,18 +192,17 @@ def gt_boxes(coco: CocoFile) -> Boxes:
     for image_id, anns in by_image.items():
         img = coco.images[image_id]
         for ann in anns:
-            if ann["iscrowd"] or ann["num_keypoints"] == 0:
+            reason, box, _ = parse_instance(ann, img, coco.layout, coco.path)
+            if reason in ("crowd", "no keypoints", "no bbox or keypoints"):
                 continue
             total += 1
-            problem = records.box_xywh(ann["bbox"], image_size=(img["width"], img["height"]))
-            if problem:  # negative sizes were refused by read_coco: these are empty or off the image
-                skips.add(f"annotation {ann['id']} (image {image_id})", problem)
+            if reason:  # negative sizes were refused by read_coco: these are empty or off the image
+                skips.add(f"annotation {ann['id']} (image {image_id})",
+                          records.box_xywh(ann["bbox"], image_size=(img["width"], img["height"])))  # fmt: skip
                 continue
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            box = clip_xyxy(np.array([[x, y, x + w, y + h]]), img["width"], img["height"])  # in float64, then cast
             image_ids.append(image_id)
             ids.append(ann["id"])
-            xyxy.append(box[0].astype(np.float32))
+            xyxy.append(box)
     return _finish(image_ids, ids, xyxy, np.ones(len(ids), np.float32), skips, total)
 
 

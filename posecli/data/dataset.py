@@ -6,9 +6,8 @@
 
 Instances are kept as MMPose's top-down COCO dataset keeps them (reference README
 §7 item 1): images in file order, each image's annotations in file order; annotations
-without bbox or keypoints, whose keypoint values (x, y and v) are all 0, crowd,
-``num_keypoints == 0`` (counted from the coordinates when the field is absent) and boxes
-with no width or height after clipping to [0, W-1] x [0, H-1] are dropped. Records with bad values
+left out are those ``data.coco.parse_instance`` leaves out (MMPose's rule, the same for
+ground-truth boxes in eval). Records with bad values
 (``records``' policy: non-finite, wrong counts or types, negative sizes) are refused, naming them.
 The table is plain numpy arrays so that DataLoader workers share it without copy-on-write growth.
 
@@ -33,11 +32,10 @@ from posecli.augment import Draws, Sample, affine_crop, augment, from_box
 from posecli.codec import HeatmapCodec
 from posecli.data import records
 from posecli.data.images import check_images, decode_image, describe_bad, image_problem
-from posecli.data.records import EMPTY, GROUND_TRUTH_FIX
+from posecli.data.coco import keypoint_category, parse_instance, read_annotation_file
 from posecli.errors import UserError
-from posecli.fileio import read_json
 from posecli.geometry import clip_xyxy
-from posecli.layouts import Layout, get_layout, keypoint_names, make_mapping
+from posecli.layouts import Layout, get_layout, make_mapping
 from posecli.presets import AugmentCfg, DataCfg, Preset, Source, ValCfg
 
 SAMPLE_ROOT = sample.ROOT
@@ -86,63 +84,19 @@ class Instances:
         return os.fsdecode(self.image_paths[self.image_index[i]])
 
 
-def _read_json(path: Path, source: str) -> dict:
-    data = read_json(path, f"annotation file of training source {source!r}",
-                     hint="check --data-root and the preset's data.train ann")  # fmt: skip
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
-        raise UserError(f"training source {source!r}: {path} is not a COCO annotation file (needs lists images, annotations, categories)")
-    return data
-
-
-def _check_layout(data: dict, path: Path, src: Source, layout: Layout) -> None:
-    """The file's keypoint names must be the source layout's (MMPose's AIC file spells them "Right Shoulder")."""
-    categories = [c for c in data["categories"] if isinstance(c, dict) and c.get("keypoints")]
-    if len(categories) != 1:
-        raise UserError(f"training source {src.name!r}: {path} has {len(categories)} categories with keypoint names, expected one")
-    names = keypoint_names(categories[0]["keypoints"])
-    if names != layout.keypoints:
-        raise UserError(
-            f"training source {src.name!r}: the keypoints of {path} ({len(names)}: {', '.join(names[:3])}, ...) "
-            f"are not layout {layout.name!r} ({layout.num_keypoints}: {', '.join(layout.keypoints[:3])}, ...); "
-            "fix the source's layout in the preset or convert the file with `posecli convert remap`"
-        )
-
-
-def _parse_annotation(ann: dict, img: dict, layout: Layout, path: Path) -> tuple[str | None, np.ndarray, np.ndarray]:
-    """-> (reason to drop or None, (4,) float32 xyxy, (K, 3) float32 keypoints), as MMPose parses a GT instance."""
-    if "bbox" not in ann or "keypoints" not in ann:
-        return "no bbox or keypoints", None, None
-    problem = records.keypoints(ann["keypoints"], layout.keypoints) or records.box_xywh(ann["bbox"])
-    if problem is not None and problem.reason == EMPTY:
-        problem = None  # an empty box is dropped below, as MMPose does
-    if problem is None and "num_keypoints" in ann:
-        problem = records.number(ann["num_keypoints"], "num_keypoints", minimum=0)
-    if problem:
-        raise UserError(f"{path}: annotation {ann.get('id')} (image {ann.get('image_id')}): {problem.detail}; {GROUND_TRUTH_FIX}")
-    if ann.get("iscrowd", 0):
-        return "crowd", None, None
-    x, y, w, h = (float(v) for v in ann["bbox"])
-    kpts = np.asarray(ann["keypoints"], dtype=np.float32).reshape(layout.num_keypoints, 3)
-    if kpts.max() == 0:  # x, y and v all 0 (MMPose: max(ann["keypoints"]) == 0)
-        return "no keypoints", None, None
-    labelled = ann["num_keypoints"] if "num_keypoints" in ann else np.count_nonzero(kpts[:, :2].max(axis=1))
-    if labelled == 0:
-        return "no keypoints", None, None
-    # Clipped in float64, then cast: x2 is x + w clipped, not x1 + w (as eval's ground-truth boxes).
-    xyxy = clip_xyxy(np.array([[x, y, x + w, y + h]]), img["width"], img["height"])[0].astype(np.float32)
-    if xyxy[2] - xyxy[0] <= 0 or xyxy[3] - xyxy[1] <= 0:
-        return "empty box", None, None
-    return None, xyxy, kpts
-
-
 def _load_source(src: Source, data_root: Path, target: Layout):
     """One source -> its kept instances as arrays in the target layout, plus a summary."""
     ann_path, image_dir = data_root / src.ann, data_root / src.images
     if not image_dir.is_dir():
         raise UserError(f"training source {src.name!r}: image folder {image_dir} does not exist; check --data-root and the preset's data.train images")
     layout = get_layout(src.layout)
-    data = _read_json(ann_path, src.name)
-    _check_layout(data, ann_path, src, layout)
+    data = read_annotation_file(ann_path, f"annotation file of training source {src.name!r}",
+                                hint="check the data root and the preset's data.train ann")  # fmt: skip
+    _, found = keypoint_category(data, ann_path)
+    if found.name != layout.name:  # MMPose's AIC file spells them "Right Shoulder": names are compared as layouts
+        raise UserError(f"training source {src.name!r}: the keypoints of {ann_path} are layout {found.name!r} "
+                        f"({found.num_keypoints}), the preset says {layout.name!r} ({layout.num_keypoints}); fix the "
+                        "source's layout in the preset or remap the file")  # fmt: skip
     images = {}
     for i, img in enumerate(data["images"]):
         problem = records.image_record(img)
@@ -164,7 +118,7 @@ def _load_source(src: Source, data_root: Path, target: Layout):
     for image_id, anns in by_image.items():  # MMPose's order: images in file order, then their annotations
         img, first = images[image_id], True
         for ann in anns:
-            reason, xyxy, k = _parse_annotation(ann, img, layout, ann_path)
+            reason, xyxy, k = parse_instance(ann, img, layout, ann_path)
             if reason:
                 dropped[reason] = dropped.get(reason, 0) + 1
                 continue

@@ -14,9 +14,10 @@ import numpy as np
 
 from posecli.data import records
 from posecli.data.aic import gc_paused
-from posecli.errors import UserError
-from posecli.fileio import read_json, write_json
-from posecli.layouts import LAYOUTS, Layout, get_layout, layout_from_names, make_mapping
+from posecli.errors import UserError, option
+from posecli.data.coco import keypoint_category, read_annotation_file
+from posecli.fileio import write_json
+from posecli.layouts import LAYOUTS, Layout, get_layout, make_mapping
 
 
 @dataclass
@@ -36,29 +37,6 @@ def layout_by_name(name: str, what: str) -> Layout:
         return get_layout(name)
     except ValueError:
         raise UserError(f"{what} {name!r}: unknown keypoint layout; use one of {', '.join(LAYOUTS)}") from None
-
-
-def load_coco(path: str | os.PathLike) -> dict:
-    """Read a COCO keypoint file and check the parts remapping relies on."""
-    coco = read_json(path, "COCO keypoint annotation file")
-    if not isinstance(coco, dict):
-        hint = " It looks like AIC's raw release: run `posecli convert aic` first." if isinstance(coco, list) else ""
-        raise UserError(f"{path}: the top level is a JSON {type(coco).__name__}, expected a COCO object with images, annotations and categories.{hint}")
-    for key in ("images", "annotations"):
-        if not isinstance(coco.get(key), list):
-            raise UserError(f"{path}: no '{key}' list; pass a COCO keypoint annotation file")
-    return coco
-
-
-def source_layout(coco: dict, path: str) -> Layout:
-    """The layout of a COCO file's keypoint category, recognised from its keypoint names."""
-    categories = [c for c in coco.get("categories") or [] if isinstance(c, dict) and c.get("keypoints")]
-    if len(categories) != 1:
-        raise UserError(f"{path}: {len(categories)} categories with keypoint names, expected one; pass --from coco|aic|coco-aic to say the layout")
-    try:
-        return layout_from_names(categories[0]["keypoints"])
-    except ValueError as e:
-        raise UserError(f"{path}: {e}; pass --from coco|aic|coco-aic to say the layout") from None
 
 
 def remap_dataset(coco: dict, source: Layout, target: Layout, path: str = "<coco>", drop_empty: bool = False, skip_invalid: bool = False) -> tuple[list[dict], list[dict], Counter]:
@@ -153,8 +131,11 @@ def remap_files(paths: list[str | os.PathLike], out_path: str | os.PathLike, tar
     parts = []
     with gc_paused():
         for path in paths:
-            coco = load_coco(path)
-            layout = forced or source_layout(coco, str(path))
+            coco = read_annotation_file(path, needs=("images", "annotations"))  # the layout may be given instead
+            try:
+                layout = forced or keypoint_category(coco, path)[1]
+            except UserError as e:
+                raise UserError(f"{e}; or say the source layout ({option('source')})") from None
             images, annotations, part_skipped = remap_dataset(coco, layout, target_layout, str(path), drop_empty, skip_invalid)
             parts.append((images, annotations))
             skipped += part_skipped
