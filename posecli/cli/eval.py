@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,11 +11,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-import torch
-
 from posecli.choices import Backend, Decode, Network, Nms, Precision
 from posecli.cli.common import (BackendOption, BatchSize, DecodeOption, Device, Flip, MinBoxScore, NetworkOption, NmsOption,
                                 NmsThr, PrecisionOption, Weights, console, device_option, given, out, user_errors)  # fmt: skip
+from posecli.engine import distributed
 from posecli.engine.cocometric import METRIC_NAMES
 from posecli.engine.evaluate import EvalResult, eval_data
 from posecli.engine.evaluate import evaluate as run_evaluation
@@ -31,9 +29,7 @@ class CropRate(ProgressColumn):
 
 
 def _device(device: str) -> str:
-    if device in ("auto", "cuda") and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
-        return f"cuda:{os.environ['LOCAL_RANK']}"  # torchrun: one GPU per process
-    return device
+    return str(distributed.process_device(device))  # under torchrun auto and cuda are cuda:LOCAL_RANK
 
 
 @user_errors
@@ -89,7 +85,7 @@ def evaluate(
                                  network=network, backend=backend, precision=precision, shift_heatmap=test.shift_heatmap)  # fmt: skip
     predictor = Predictor.from_weights(weights, settings, keep=test.output_keypoints)
     ann_file, images_dir, boxes_file, published = data.ann, data.images, data.boxes, data.published
-    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
+    main = distributed.launch().main  # under torchrun only rank 0 reports
     if main:
         console.print(f"[bold]eval[/] {weights} on {ann_file} with {boxes_file or 'ground-truth boxes'}: "
                       f"flip {'on' if flip else 'off'}, {decode} decode, {nms} NMS, {predictor.device}", highlight=False)  # fmt: skip

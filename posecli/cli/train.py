@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from posecli.choices import Precision
 from posecli.cli.common import Device, console, device_option, out, user_errors
 from posecli.engine.train import RunOptions
 from posecli.engine.train import train as run_training
@@ -65,7 +66,14 @@ def train(
                                                          "get). Default 1, or the resumed run's.")] = None,  # fmt: skip
     checkpoint_iters: Annotated[Optional[int], typer.Option(min=0, help="Also save `last` every N iterations (0: at epoch "
                                                             "ends only). Default 0, or the resumed run's.")] = None,  # fmt: skip
-    amp: Annotated[bool, typer.Option(help="Mixed precision: float16 + GradScaler on CUDA; bfloat16 on CPU (slow).")] = False,
+    amp: Annotated[bool, typer.Option(help="Mixed precision in the device's usual type: --precision fp16 on CUDA, bf16 on CPU.")] = False,
+    precision: Annotated[Optional[Precision], typer.Option(show_default="fp32, or the resumed run's", help="Forward pass under "
+                                                           "autocast: bf16, or fp16 with a GradScaler (CUDA only).")] = None,  # fmt: skip
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", show_default="off, or the resumed run's",
+                                                    help="torch.compile the network for training (docs/scale.md).")] = None,  # fmt: skip
+    sync_bn: Annotated[Optional[bool], typer.Option("--sync-bn/--no-sync-bn", show_default="off, as MMPose's HRNet configs",
+                                                    help="SyncBatchNorm across GPUs (mmengine's sync_bn); off: statistics "
+                                                    "averaged across ranks at each epoch end.")] = None,  # fmt: skip
     device: Device = "auto",
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last.state.pt, with the checkpoint's "
                                               "preset and settings (--sample, --data-root, ... need not be repeated).")] = False,  # fmt: skip
@@ -106,7 +114,7 @@ def train(
         workdir = Path("runs") / (Path(preset).stem if preset else "run")
     opts = RunOptions(workdir=workdir, data_root=data_root, sample=sample, resume=resume_path, init_backbone=init_backbone,
                       amp=amp, device=device, micro_batches=micro_batches, checkpoint_iters=checkpoint_iters,
-                      skip_bad_images=skip_bad_images)  # fmt: skip
+                      skip_bad_images=skip_bad_images, precision=precision, compile=compile, sync_bn=sync_bn)  # fmt: skip
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.6f}  lr {task.fields[lr]:.2e}  data {task.fields[data]:.2f}s"),
                TimeRemainingColumn())  # fmt: skip

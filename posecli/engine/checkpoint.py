@@ -25,7 +25,7 @@ from posecli.weights import ModelInfo, read_pth
 FORMAT = "posecli-train-state/1"
 
 # Settings that change what a step computes; a resumed run must keep them.
-RUN_KEYS = ("batch_size", "world_size", "micro_batches", "sample", "amp")
+RUN_KEYS = ("batch_size", "world_size", "micro_batches", "sample", "precision", "sync_bn")
 ID_KEY = "checkpoint_id"  # in the weights file's metadata and in the state: the same for a pair
 
 
@@ -65,7 +65,7 @@ def save_checkpoint(workdir: Path, name: str, model: torch.nn.Module, info: Mode
         "model": weights,
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
-        "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "rng": {"torch": torch.get_rng_state(), "cuda": _cuda_rng()},
         "state": vars(state).copy(),
         "preset": preset,
         "run": run,
@@ -160,9 +160,15 @@ def restore(blob: dict, model: torch.nn.Module, optimizer, scaler) -> TrainState
     if scaler is not None and blob.get("scaler"):
         scaler.load_state_dict(blob["scaler"])
     torch.set_rng_state(blob["rng"]["torch"])
-    if torch.cuda.is_available() and blob["rng"]["cuda"]:
-        torch.cuda.set_rng_state_all(blob["rng"]["cuda"])
+    if blob["rng"]["cuda"] and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.set_rng_state(blob["rng"]["cuda"][0])  # this process's GPU (states of old runs list all, GPU 0 first)
     return TrainState(**blob["state"])
+
+
+def _cuda_rng() -> list[torch.Tensor]:
+    """The generator state of this process's current GPU, if it uses one. Never all GPUs': under torchrun
+    that would open a CUDA context on every GPU of the node from every process."""
+    return [torch.cuda.get_rng_state()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
 
 
 # Official ImageNet HRNet checkpoints (hrnet_w32-36af842e.pth) carry a classification head: not the pose backbone.

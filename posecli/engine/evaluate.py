@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from posecli.choices import ScoreMode
 from posecli.data.coco import Boxes, CocoFile, gt_boxes, read_coco, read_detections
 from posecli.data.dataset import sample_preset_paths
 from posecli.data.images import check_images, decode_image, describe_bad
+from posecli.engine import distributed
 from posecli.engine.cocometric import KeypointStat, coco_keypoint_eval, coco_results, rescore, select_instances
 from posecli.engine.inference import Crops, Predictor, crop_boxes
 from posecli.errors import UserError
@@ -151,10 +151,9 @@ def fit_layout(predictor: Predictor, layout: Layout) -> Predictor:
                     "annotations, or convert these with `posecli convert remap`")  # fmt: skip
 
 
-def _rank_world() -> tuple[int, int]:
-    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")  # torchrun sets the rendezvous
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+def _rank_world(device: torch.device) -> tuple[int, int]:
+    """Under torchrun, this process's shard: the group is joined with the backend of the predictor's device."""
+    return distributed.join(device)
 
 
 def predict_boxes(predictor: Predictor, coco: CocoFile, images_dir: Path, boxes: Boxes, batch_size: int,
@@ -262,7 +261,7 @@ def evaluate(predictor: Predictor | str | Path, ann_file: str | Path, images_dir
                             "(and without their ground truth)")  # fmt: skip
         boxes, coco, _ = _without_images(boxes, coco, paths, bad, message)
         warnings.append(_left_out(message, coco))
-    rank, world = _rank_world()
+    rank, world = _rank_world(predictor.device)
     workers = default_workers(predictor.device) if workers is None else workers
     failed: dict[str, str] = {}  # images that turned bad after the check: (path, problem)
     index, keypoints, kpt_scores = predict_boxes(predictor, coco, Path(images_dir), boxes, predictor.settings.batch_size,

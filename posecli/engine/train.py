@@ -7,8 +7,10 @@
 
 A batch of the global order is split into ``world * micro_batches`` shards; shard j is
 what rank j would get with that many ranks, so 1 process with micro_batches k computes
-the same steps as k processes. Resuming needs only (epoch, step, iteration): data
-randomness is (seed, epoch, i), the lr a pure function, the sampler position the step.
+the same steps as k processes (with the same threads per process: docs/scale.md). Resuming
+needs only (epoch, step, iteration): data randomness is (seed, epoch, i), the lr a pure
+function, the sampler position the step. Under torchrun a restarted worker group resumes by
+itself from the folder's last checkpoint (``restart_resume``); only rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +28,9 @@ import torch.distributed as dist
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from posecli.data.dataset import build_train_dataset, sample_preset_paths, worker_init
-from posecli.devices import parse_device
+from posecli.data.dataset import build_train_dataset
+from posecli.choices import Precision
+from posecli.engine import distributed
 from posecli.engine.checkpoint import (
     TrainState,
     check_compatible,
@@ -45,6 +47,7 @@ from posecli.data.images import describe_bad
 from posecli.engine.evaluate import eval_data, evaluate, image_problems
 from posecli.engine.inference import InferenceSettings, Predictor
 from posecli.engine.schedule import base_lr, lr_at
+from posecli.engine.shards import EpochChunks, RunningStats, epoch_batches, global_batch, make_loader
 from posecli.errors import UserError
 from posecli.fileio import check_folder, write_text
 from posecli.layouts import get_layout
@@ -72,23 +75,41 @@ class RunOptions:
     sample: bool = False
     resume: Path | None = None  # a .state.pt file (the CLI turns a bare --resume into workdir/last.state.pt)
     init_backbone: Path | None = None
-    amp: bool = False
-    device: str | None = None  # cpu, cuda, cuda:N; default cuda if available
+    amp: bool = False  # mixed precision in the device's usual type: float16 on CUDA, bfloat16 on CPU
+    device: str | None = None  # cpu, cuda, cuda:N; default cuda if available (under torchrun: cuda:LOCAL_RANK)
     micro_batches: int | None = None  # gradient accumulation: each batch in this many forward/backward passes (1)
     checkpoint_iters: int | None = None  # also save `last` every this many iterations (0: only at epoch ends)
     skip_bad_images: bool = False  # leave out images that fail the check before epoch 1 (else stop there)
-    channels_last: bool = True  # faster convolutions on CPU, same training (benchmarks/train_step.py)
+    channels_last: bool = True  # faster convolutions on CPU, same training (docs/scale.md)
+    precision: Precision | None = None  # autocast type of the forward pass (fp32: none); None: fp32, or --amp's
+    compile: bool | None = None  # torch.compile the network for training (default off: docs/scale.md)
+    sync_bn: bool | None = None  # SyncBatchNorm across ranks (CUDA); off as in MMPose's HRNet configs
 
-    def resumed(self, run: dict | None) -> "RunOptions":
+    def resumed(self, run: dict | None, device: torch.device) -> "RunOptions":
         """Unset options from the checkpoint's run settings (``run``; None for a new run: the defaults)."""
         run = run or {}
         root = self.data_root or (Path(run["data_root"]) if run.get("data_root") else None)
+        precision = self.precision or (amp_precision(device) if self.amp else None) or run_precision(run, device)
         return dataclasses.replace(
-            self, data_root=root, sample=self.sample or bool(run.get("sample")), amp=self.amp or bool(run.get("amp")),
+            self, data_root=root, sample=self.sample or bool(run.get("sample")), precision=Precision(precision),
             micro_batches=self.micro_batches or run.get("micro_batches", 1),
             checkpoint_iters=run.get("checkpoint_iters", 0) if self.checkpoint_iters is None else self.checkpoint_iters,
             skip_bad_images=self.skip_bad_images or bool(run.get("skip_bad_images")),
+            compile=bool(run.get("compile")) if self.compile is None else self.compile,
+            sync_bn=bool(run.get("sync_bn")) if self.sync_bn is None else self.sync_bn,
         )  # fmt: skip
+
+
+def amp_precision(device: torch.device) -> Precision:
+    """What --amp means on ``device``: float16 with a GradScaler on CUDA (MMPose's AmpOptimWrapper), bfloat16 elsewhere."""
+    return Precision.FP16 if device.type == "cuda" else Precision.BF16
+
+
+def run_precision(run: dict, device: torch.device) -> Precision:
+    """A checkpoint's precision; states written before ``precision`` say only ``amp`` (the device's type)."""
+    if run.get("precision"):
+        return Precision(run["precision"])
+    return amp_precision(device) if run.get("amp") else Precision.FP32
 
 
 @dataclass
@@ -110,23 +131,12 @@ def keypoint_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
     return ((pred - target) ** 2 * weights[:, :, None, None]).mean()
 
 
-def epoch_batches(n: int, seed: int, epoch: int, batch: int, shards: int) -> list[list[int]]:
-    """The global batches of an epoch: a shuffle seeded by (seed, epoch), padded to a multiple of ``shards``."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(n, generator=g).tolist()
-    order += order[: (-len(order)) % shards]  # every shard of every batch gets the same count (as MMPose's sampler)
-    return [order[i : i + batch] for i in range(0, len(order), batch)]
-
-
-def global_batch(preset: Preset, world: int) -> int:
-    return preset.train.batch_size * world
-
-
 @dataclass
 class Dist:
     rank: int = 0
     world: int = 1
     device: torch.device = torch.device("cpu")
+    restarts: int = 0  # torchrun's TORCHELASTIC_RESTART_COUNT
 
     @property
     def main(self) -> bool:
@@ -134,51 +144,11 @@ class Dist:
 
 
 def setup_distributed(device: str | None) -> Dist:
-    """One process, or one of torchrun's (WORLD_SIZE > 1): NCCL on CUDA (one GPU per process), gloo on CPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    dev = parse_device(device)
-    if world == 1:
-        return Dist(0, 1, dev)
-    if dev.type == "cuda":
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(dev)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), dev)
-
-
-class RunningStats:
-    """BN running statistics as ``world * micro_batches`` ranks would keep them: one copy per micro-batch.
-
-    Each micro-batch updates its own copy (as each rank updates its own); ``sync`` averages
-    the copies and then the ranks (MMPose's SyncBuffersHook, at each epoch end). Averaging is
-    linear in the statistics, so syncing also before each checkpoint changes nothing later.
-    """
-
-    def __init__(self, model: torch.nn.Module, micro_batches: int, world: int):
-        self.buffers, self.world = list(model.buffers()), world
-        self.copies = [[b.clone() for b in self.buffers] for _ in range(micro_batches)] if micro_batches > 1 else []
-
-    def use(self, chunk: int) -> None:
-        for b, saved in zip(self.buffers, self.copies[chunk] if self.copies else []):
-            b.copy_(saved)
-
-    def keep(self, chunk: int) -> None:
-        for b, saved in zip(self.buffers, self.copies[chunk] if self.copies else []):
-            saved.copy_(b)
-
-    @torch.no_grad()
-    def sync(self) -> None:
-        for i, b in enumerate(self.buffers):
-            if not b.is_floating_point():  # batch counters: equal everywhere
-                continue
-            if self.copies:
-                b.copy_(torch.stack([c[i] for c in self.copies]).mean(0))
-            if self.world > 1:
-                dist.all_reduce(b, op=dist.ReduceOp.SUM)
-                b.div_(self.world)
-        for c in range(len(self.copies)):
-            self.keep(c)
+    """One process, or one of torchrun's (WORLD_SIZE > 1): one GPU per process (NCCL), or the CPU (gloo)."""
+    where = distributed.launch()
+    dev = distributed.process_device(device, where)
+    rank, world = distributed.join(dev, where)
+    return Dist(rank, world, dev, where.restarts)
 
 
 def resolve_preset(name: str | None, overrides: list[str], opts: RunOptions, blob: dict | None, log: Event) -> Preset:
@@ -210,6 +180,18 @@ def check_workdir(workdir: Path, resuming: bool) -> None:
                         "or give a new --workdir")  # fmt: skip
 
 
+def restart_resume(opts: RunOptions, d: Dist, log: Event) -> RunOptions:
+    """After torchrun's agent restarted the workers (TORCHELASTIC_RESTART_COUNT > 0), the same command
+    line continues the run from the last checkpoint in its folder: nothing to add on restart, and a
+    preset or setting that differs from the checkpoint's is refused as with --resume. Rank 0's view of
+    the folder decides for every rank (the folder must be one that every node sees)."""
+    last, restarts = state_path(opts.workdir, "last"), distributed.most(d.restarts, d.device)
+    if opts.resume is not None or restarts == 0 or not distributed.from_main(last.is_file()):
+        return opts  # a first attempt, a resume asked for, or an attempt that died before its step-0 checkpoint
+    log({"kind": "note", "text": f"torchrun restarted the workers ({restarts}): continuing from {last}"})
+    return dataclasses.replace(opts, resume=last)
+
+
 def validate(model: torch.nn.Module, info: ModelInfo, preset: Preset, opts: RunOptions, d: Dist, progress=None) -> dict:
     """COCO AP of a copy of the model (the training model stays in train mode); all ranks take part."""
     data = eval_data(preset, opts.data_root, sample=opts.sample)
@@ -235,10 +217,27 @@ def check_validation_images(preset: Preset, opts: RunOptions, log: Event) -> Non
         log({"kind": "note", "text": f"{message}; validation leaves them out, with their ground truth"})
 
 
-def _autocast(amp: bool, device: torch.device):
-    if not amp:
+AUTOCAST = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
+
+
+def _autocast(precision: Precision, device: torch.device):
+    """The forward pass in ``precision`` (autocast keeps reductions and the loss in float32), or as it is."""
+    if precision == Precision.FP32:
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+    return torch.autocast(device.type, dtype=AUTOCAST[precision])
+
+
+def check_speed_options(opts: RunOptions, d: Dist, log: Event) -> None:
+    """Precision and SyncBN against the device, before anything is built."""
+    if opts.precision == Precision.FP16 and d.device.type != "cuda":
+        raise UserError(f"fp16 training needs a CUDA device (float16 with a GradScaler); on {d.device} use bf16 or fp32")
+    if opts.precision == Precision.BF16 and d.device.type == "cpu":
+        log({"kind": "note", "text": "bf16 on CPU: fast only with AMX or AVX512-BF16 (posecli benchmark --train measures it)"})
+    if opts.sync_bn and d.world > 1 and d.device.type != "cuda":
+        raise UserError("--sync-bn synchronises BatchNorm across GPUs (torch's SyncBatchNorm runs on CUDA only); on CPU "
+                        "train without it: BatchNorm statistics are averaged across ranks at each epoch end, as MMPose does")  # fmt: skip
+    if opts.sync_bn and d.world == 1:
+        log({"kind": "note", "text": "--sync-bn in one process: nothing to synchronise, plain BatchNorm"})
 
 
 @dataclass
@@ -259,14 +258,17 @@ class Run:
     metrics: MetricsLog
     lr0: float
     settings: dict  # what a resumed run must keep (checkpoint.RUN_KEYS)
+    chunks: EpochChunks = field(default_factory=EpochChunks)
+    loader: torch.utils.data.DataLoader | None = None
 
     def save(self, name: str, sync: bool = True) -> None:
         if sync:
             self.stats.sync()
-        if self.d.main:
+        if self.d.main:  # only rank 0 writes; the others wait, so a rank that fails later never loses this one
             self.state.log_records = self.metrics.count
             save_checkpoint(self.opts.workdir, name, self.model, self.info, self.optimizer, self.scaler, self.state,
                             self.preset.to_dict(), self.settings)  # fmt: skip
+        distributed.barrier()
 
 
 def setup(preset_name: str | None, overrides: list[str], opts: RunOptions, log: Event) -> Run:
@@ -281,15 +283,24 @@ def setup(preset_name: str | None, overrides: list[str], opts: RunOptions, log: 
     d = setup_distributed(opts.device)
     workdir = Path(opts.workdir)
     check_folder(workdir)
+    if distributed.launch().restarts_collide:
+        log({"kind": "note", "text": "torchrun shares its rendezvous store across nodes: a restart would find the failed "
+             "attempt's keys (pytorch/pytorch#135712); set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for restarts to work"})  # fmt: skip
+    opts = restart_resume(opts, d, log)
     blob = load_state(opts.resume) if opts.resume else None
-    opts = opts.resumed(blob["run"] if blob is not None else None)
+    if blob is not None:
+        blob["run"].setdefault("precision", str(run_precision(blob["run"], d.device)))  # states from before these keys
+        blob["run"].setdefault("sync_bn", False)
+    opts = opts.resumed(blob["run"] if blob is not None else None, d.device)
+    check_speed_options(opts, d, log)
     preset = resolve_preset(preset_name, overrides, opts, blob, log)
     cfg = preset.train
     if cfg.batch_size % opts.micro_batches:
         raise UserError(f"batch size {cfg.batch_size} does not split into {opts.micro_batches} equal micro-batches")
     settings = {"batch_size": cfg.batch_size, "world_size": d.world, "micro_batches": opts.micro_batches,
-                "sample": opts.sample, "amp": opts.amp, "data_root": str(opts.data_root) if opts.data_root else None,
-                "checkpoint_iters": opts.checkpoint_iters, "skip_bad_images": opts.skip_bad_images}  # fmt: skip
+                "sample": opts.sample, "precision": str(opts.precision), "sync_bn": opts.sync_bn, "compile": opts.compile,
+                "data_root": str(opts.data_root) if opts.data_root else None, "checkpoint_iters": opts.checkpoint_iters,
+                "skip_bad_images": opts.skip_bad_images}  # fmt: skip
     if blob is not None:
         check_compatible(opts.resume, blob, preset.to_dict(), settings)
         done = blob["state"]["epoch"]
@@ -297,6 +308,7 @@ def setup(preset_name: str | None, overrides: list[str], opts: RunOptions, log: 
             raise UserError(f"{opts.resume}: the run has done {done} epochs; it cannot be cut to {cfg.epochs} "
                             f"(resume it to {done} or more epochs, or evaluate its weights)")  # fmt: skip
     check_workdir(workdir, blob is not None)
+    distributed.barrier()  # every rank has looked at the folder before rank 0 writes into it
     dataset = build_train_dataset(preset, opts.data_root, cfg.seed, sample=opts.sample, skip_bad_images=opts.skip_bad_images,
                                   note=lambda text: log({"kind": "note", "text": text}))  # fmt: skip
     check_validation_images(preset, opts, log)
@@ -314,10 +326,10 @@ def setup(preset_name: str | None, overrides: list[str], opts: RunOptions, log: 
     model = model.to(d.device)
     if opts.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if opts.sync_bn and d.world > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same parameters and buffers, same keys
     optimizer = make_adam(model.parameters(), cfg.lr, cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if opts.amp and d.device.type == "cuda" else None
-    if opts.amp and d.device.type == "cpu":
-        log({"kind": "note", "text": "--amp on CPU: bfloat16 autocast; without bf16 hardware it can be slower than float32 (measure first)"})
+    scaler = torch.amp.GradScaler("cuda") if opts.precision == Precision.FP16 else None
     state = restore(blob, model, optimizer, scaler) if blob is not None else TrainState()
     if blob is not None and d.main and not pair_matches(opts.resume, blob):
         repaired = repair_weights(opts.resume, blob, info)
@@ -325,6 +337,7 @@ def setup(preset_name: str | None, overrides: list[str], opts: RunOptions, log: 
              "while saving): rewritten from it"})  # fmt: skip
     # Each rank keeps its own BN statistics between syncs (RunningStats), as MMPose's DDP wrapper does.
     net = DistributedDataParallel(model, forward_sync_buffers=False) if d.world > 1 else model
+    net = torch.compile(net) if opts.compile else net  # DDP first: dynamo then splits the graph at its buckets
     metrics = MetricsLog(workdir / "metrics.jsonl", enabled=d.main, keep=state.log_records if blob else 0)
     if d.main:
         write_text(workdir / "preset.yaml", yaml.safe_dump(_lists(preset.to_dict()), sort_keys=False))
@@ -333,7 +346,8 @@ def setup(preset_name: str | None, overrides: list[str], opts: RunOptions, log: 
          "world": d.world, "device": str(d.device), "global_batch": global_batch(preset, d.world), "lr": lr0,
          "epoch": state.epoch, "epochs": cfg.epochs, "step": state.step, "resumed": blob is not None})  # fmt: skip
     stats = RunningStats(model, opts.micro_batches, d.world)
-    r = Run(preset, opts, d, dataset, info, model, net, optimizer, scaler, state, stats, metrics, lr0, settings)
+    chunks, loader = make_loader(dataset, cfg.workers, d.device)
+    r = Run(preset, opts, d, dataset, info, model, net, optimizer, scaler, state, stats, metrics, lr0, settings, chunks, loader)
     if blob is None:
         # A checkpoint of step 0: a full disk or an unwritable folder shows now, not after the first
         # epoch, and a run killed at any point can be resumed. The BN copies are all equal yet: no sync.
@@ -350,13 +364,15 @@ def train_step(r: Run, parts: list[dict], lr: float) -> float:
         r.stats.use(c)
         reduce_now = r.d.world == 1 or c == len(parts) - 1  # DDP all-reduces gradients on the last backward only
         with contextlib.nullcontext() if reduce_now else r.net.no_sync():
+            # From pinned memory (the loader's, on CUDA) the copies overlap with the work queued before them.
             x = normalise(part["image"].to(device, non_blocking=True), r.info.mean, r.info.std)
             if r.opts.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(r.opts.amp, device):
+            with _autocast(r.opts.precision, device):
                 pred = r.net(x)
-            weights = part["weights"].to(device) if r.preset.train.use_target_weight else None
-            loss = keypoint_mse(pred.float(), part["heatmaps"].to(device), weights) / len(parts)
+            weights = part["weights"].to(device, non_blocking=True) if r.preset.train.use_target_weight else None
+            target = part["heatmaps"].to(device, non_blocking=True)
+            loss = keypoint_mse(pred.float(), target, weights) / len(parts)
             (r.scaler.scale(loss) if r.scaler else loss).backward()
         r.stats.keep(c)
         loss_sum += loss.detach()
@@ -372,37 +388,47 @@ def train_step(r: Run, parts: list[dict], lr: float) -> float:
     return loss_sum.item()
 
 
-def epoch_loader(r: Run, epoch: int) -> tuple[int, torch.utils.data.DataLoader]:
-    """(steps in the epoch, loader of this rank's micro-batches from the current step on)."""
+def first_step(r: Run, parts: list[dict], lr: float) -> float:
+    """``train_step``, the first of a compiled run's process: where inductor compiles, and may fail to."""
+    try:
+        return train_step(r, parts, lr)
+    except Exception as e:  # inductor raises many kinds (no C++ compiler, an op it cannot lower): all mean "stay eager"
+        if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            raise
+        raise UserError(f"torch.compile could not build the training step ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:200]}); train without --compile") from e  # fmt: skip
+
+
+def epoch_chunks(r: Run, epoch: int) -> int:
+    """Set the loader's next pass to this rank's micro-batches of ``epoch`` from the current step on; -> steps in the epoch."""
     world, micro = r.d.world, r.opts.micro_batches
     shards = world * micro
     batches = epoch_batches(len(r.dataset), r.preset.train.seed, epoch, global_batch(r.preset, world), shards)
     mine = range(r.d.rank * micro, (r.d.rank + 1) * micro)  # shard j = what rank j of `shards` ranks would get
-    chunks = [batch[j::shards] for batch in batches[r.state.step :] for j in mine]
-    r.dataset.set_epoch(epoch)  # before the iterator: workers copy the dataset then
-    loader = torch.utils.data.DataLoader(r.dataset, batch_sampler=chunks, num_workers=r.preset.train.workers,
-                                         worker_init_fn=worker_init, pin_memory=r.d.device.type == "cuda")  # fmt: skip
-    return len(batches), loader
+    r.chunks.chunks = [[(epoch, i) for i in batch[j::shards]] for batch in batches[r.state.step :] for j in mine]
+    return len(batches)
 
 
 def train(preset_name: str | None, overrides: list[str], opts: RunOptions, log: Event = lambda e: None) -> TrainResult:
     """Train a preset; writes the run folder (see the CLI's help); -> the final state."""
-    log = log if int(os.environ.get("RANK", "0")) == 0 else (lambda e: None)  # only rank 0 reports
+    log = log if distributed.launch().main else (lambda e: None)  # only rank 0 reports
     r = setup(preset_name, overrides, opts, log)
     opts = r.opts  # with what a resumed run took from its checkpoint
     state, cfg, micro = r.state, r.preset.train, opts.micro_batches
+    step_fn = first_step if opts.compile else train_step
     while state.epoch < cfg.epochs:
         epoch = state.epoch
-        steps, loader = epoch_loader(r, epoch)
+        steps = epoch_chunks(r, epoch)
         log({"kind": "epoch", "epoch": epoch, "epochs": cfg.epochs, "steps": steps, "step": state.step})
-        it, tick = iter(loader), time.perf_counter()
+        it, tick = iter(r.loader), time.perf_counter()
         for step in range(state.step, steps):
             parts = [next(it) for _ in range(micro)]
             for text in (t for part in parts for t in r.dataset.bad_image_notes(part)):
                 log({"kind": "note", "text": text})  # an image that turned bad: its samples are replaced
             data_time = time.perf_counter() - tick
             lr = lr_at(state.iteration, epoch, cfg, r.lr0)
-            loss = train_step(r, parts, lr)
+            loss = step_fn(r, parts, lr)
+            step_fn = train_step
             state.step, state.iteration = step + 1, state.iteration + 1
             r.metrics.write({"kind": "train", "epoch": epoch, "step": step, "iteration": state.iteration, "loss": loss,
                              "lr": lr, "data_time": round(data_time, 4), "time": round(time.perf_counter() - tick, 4)}, log)  # fmt: skip
@@ -416,6 +442,13 @@ def train(preset_name: str | None, overrides: list[str], opts: RunOptions, log: 
     return TrainResult(Path(opts.workdir), state, r.metrics.last_val)
 
 
+def plain_copy(r: Run) -> torch.nn.Module:
+    """The model with plain BatchNorm layers (for validation of a SyncBatchNorm run: folding finds only those)."""
+    net = build_model(r.preset.model.arch, get_layout(r.info.layout).num_keypoints)
+    net.load_state_dict(r.model.state_dict())
+    return net.to(r.d.device).train()
+
+
 def end_epoch(r: Run, epoch: int, log: Event) -> None:
     """BN statistics synced, validation when due, then best / last checkpoints."""
     state, cfg, last_epoch = r.state, r.preset.train, epoch + 1 == r.preset.train.epochs
@@ -423,7 +456,7 @@ def end_epoch(r: Run, epoch: int, log: Event) -> None:
     state.epoch, state.step = epoch + 1, 0
     if (epoch + 1) % r.preset.data.val.interval == 0 or last_epoch:
         log({"kind": "validating", "epoch": epoch})
-        result = validate(r.model, r.info, r.preset, r.opts, r.d)
+        result = validate(plain_copy(r) if r.opts.sync_bn and r.d.world > 1 else r.model, r.info, r.preset, r.opts, r.d)
         for text in result.pop("warnings", []):
             log({"kind": "note", "text": text})
         improved = result["AP"] > state.best_ap
