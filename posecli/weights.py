@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from posecli.errors import UserError
+from posecli.errors import UserError, option
 from posecli.fileio import write_bytes
 from posecli.layouts import LAYOUTS, layout_from_names
 from posecli.models.hrnet import ARCHS, PoseHRNet, build_model
@@ -214,7 +214,7 @@ def guess_layout(path: Path, state_dict: dict[str, torch.Tensor], meta: dict) ->
         try:
             return layout_from_names([names[i] for i in range(len(names))]).name
         except ValueError as e:
-            raise UserError(f"{path}: {e}; pass --layout if they are the same keypoints under other names") from None
+            raise UserError(f"{path}: {e}; say the layout ({option('layout')}) if they are the same keypoints under other names") from None
     k = state_dict["head.final_layer.weight"].shape[0]
     for name, layout in LAYOUTS.items():
         if layout.num_keypoints == k:
@@ -250,18 +250,18 @@ def import_checkpoint(path: str | Path, arch: str | None = None, layout: str | N
     if "head.final_layer.weight" not in state_dict:
         raise UserError(f"{path}: no heatmap head (head.final_layer.weight); is this a pose checkpoint?")
     if arch is not None and arch not in ARCHS:
-        raise UserError(f"--arch {arch}: not an architecture posecli knows ({', '.join(ARCHS)})")
+        raise UserError(f"architecture ({option('arch')}) {arch}: not one posecli knows ({', '.join(ARCHS)})")
     if layout is not None and layout not in LAYOUTS:
-        raise UserError(f"--layout {layout}: not a layout posecli knows ({', '.join(LAYOUTS)})")
+        raise UserError(f"layout ({option('layout')}) {layout}: not one posecli knows ({', '.join(LAYOUTS)})")
     info = ModelInfo(arch or guess_arch(path, state_dict), layout or guess_layout(path, state_dict, meta))
-    hint = "give --layout {fits}" if layout else "pass --layout ({fits})"
+    hint = f"give {option('layout')} {{fits}}" if layout else f"say the layout ({option('layout')}: {{fits}})"
     check_weights(path, state_dict, info, fix=f"{hint}; nothing written")
     expected = _shapes(info.arch, LAYOUTS[info.layout].num_keypoints)
     conflicts = [f"{k} {tuple(v.shape)} in the file, {expected[k]} in {info.arch}"
                  for k, v in state_dict.items() if k in expected and tuple(v.shape) != expected[k]]  # fmt: skip
     if conflicts:
         raise UserError(f"{path}: {len(conflicts)} tensors do not fit {info.arch}, e.g. {conflicts[0]}; "
-                        "leave --arch out or give the checkpoint's own")  # fmt: skip
+                        f"leave the architecture ({option('arch')}) out or give the checkpoint's own")  # fmt: skip
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     kept = {k: v for k, v in state_dict.items() if k in expected}

@@ -148,7 +148,7 @@ def test_bad_record_names_image_and_human(case):
     with pytest.raises(UserError) as error:
         convert_aic(raw, source="raw.json")
     message = str(error.value)
-    assert "raw.json" in message and IMAGE in message and "human2" in message and "--skip-invalid" in message
+    assert "raw.json" in message and IMAGE in message and "human2" in message and "skip invalid records (skip_invalid)" in message
     # With skip_invalid the bad person is dropped and counted; the good ones stay.
     coco, summary = convert_aic(raw, skip_invalid=True)
     assert sum(summary.skipped.values()) == 1

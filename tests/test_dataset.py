@@ -242,7 +242,7 @@ def test_malformed_annotation_names_the_file_and_the_annotation(tmp_path):
 
 
 def test_missing_data_root_and_negative_seed_are_user_errors(tmp_path):
-    with pytest.raises(UserError, match="--data-root"):
+    with pytest.raises(UserError, match=r"no data root \(data_root\)"):
         build_train_dataset(load_preset("coco"), None, seed=0)
     with pytest.raises(UserError, match=re.escape(f"data root {tmp_path / 'nowhere'} is not a folder")):
         build_train_dataset(load_preset("coco"), tmp_path / "nowhere", seed=0)

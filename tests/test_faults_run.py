@@ -330,7 +330,7 @@ def test_an_output_that_is_an_input_is_refused_before_it_is_read(tmp_path, comma
     lambda f: ["eval", "-w", "no-such-weights.safetensors", "--sample", "--out", f],
     lambda f: ["predict", IMAGE, "--weights", "no-such-weights.safetensors", "--out", f],
     lambda f: ["benchmark", "--out", f / "bench.json"],
-], ids=["train", "resume", "eval", "-w", "predict", "benchmark"])  # fmt: skip
+], ids=["train", "resume", "eval", "predict", "benchmark"])  # fmt: skip
 def test_an_output_folder_that_is_a_file_fails_before_any_work(tmp_path, command):
     """Named by the error before anything is read (the weights do not even exist) or computed."""
     file = tmp_path / "taken"

@@ -216,7 +216,7 @@ def test_convert_refuses_a_layout_that_does_not_fit_the_head(tmp_path):
     assert "the head predicts 17 keypoints but layout 'aic' has 14; give --layout coco; nothing written" in flat(res)
     assert not out.exists()
     res = runner.invoke(app, ["convert", "weights", "-w", str(CKPT17), "-o", str(out), "--layout", "body25"])
-    assert res.exit_code == 1 and "--layout body25: not a layout posecli knows" in flat(res)
+    assert res.exit_code == 1 and "layout (--layout) body25: not one posecli knows" in flat(res)
 
 
 def test_not_a_checkpoint_is_a_clear_error(tmp_path):

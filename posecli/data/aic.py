@@ -22,7 +22,7 @@ from pathlib import Path
 from posecli.data import records
 from posecli.data.records import AREA_PER_BOX_AREA
 from posecli.data.images import image_size as read_image_size
-from posecli.errors import UserError
+from posecli.errors import UserError, option
 from posecli.fileio import read_json, write_json
 from posecli.layouts import get_layout
 
@@ -72,11 +72,11 @@ def convert_aic(raw: list, source: str = "<raw>", images_dir: str | os.PathLike 
 
     def reject(where: str, problem: str, reason: str) -> None:
         if not skip_invalid:
-            raise UserError(f"{source}: {where}: {problem}. Fix the record, or rerun with --skip-invalid to drop it.")
+            raise UserError(f"{source}: {where}: {problem}. Fix the record, or skip invalid records ({option('skip_invalid')}).")
         skipped[reason] += 1
 
     if images_dir is not None and not Path(images_dir).is_dir():
-        raise UserError(f"--images {images_dir}: not a directory; pass the folder holding the AIC .jpg files")
+        raise UserError(f"image folder ({option('images_dir')}) {images_dir}: not a directory; give the folder holding the AIC .jpg files")
 
     for index, entry in enumerate(raw):
         problem = _entry_problem(entry)

@@ -33,7 +33,7 @@ from posecli.codec import HeatmapCodec
 from posecli.data import records
 from posecli.data.images import check_images, decode_image, describe_bad, image_problem
 from posecli.data.coco import keypoint_category, parse_instance, read_annotation_file
-from posecli.errors import UserError
+from posecli.errors import UserError, option
 from posecli.geometry import clip_xyxy
 from posecli.layouts import Layout, get_layout, make_mapping
 from posecli.presets import AugmentCfg, DataCfg, Preset, Source, ValCfg
@@ -88,7 +88,7 @@ def _load_source(src: Source, data_root: Path, target: Layout):
     """One source -> its kept instances as arrays in the target layout, plus a summary."""
     ann_path, image_dir = data_root / src.ann, data_root / src.images
     if not image_dir.is_dir():
-        raise UserError(f"training source {src.name!r}: image folder {image_dir} does not exist; check --data-root and the preset's data.train images")
+        raise UserError(f"training source {src.name!r}: image folder {image_dir} does not exist; check the data root ({option('data_root')}) and the preset's data.train images")
     layout = get_layout(src.layout)
     data = read_annotation_file(ann_path, f"annotation file of training source {src.name!r}",
                                 hint="check the data root and the preset's data.train ann")  # fmt: skip
@@ -139,7 +139,7 @@ def load_instances(sources: tuple[Source, ...] | list[Source], data_root: str | 
     """Read every source (paths relative to ``data_root``), map it onto ``layout`` and concatenate."""
     data_root = Path(data_root)
     if not data_root.is_dir():
-        raise UserError(f"data root {data_root} is not a folder; give --data-root the folder that holds the preset's data.train paths")
+        raise UserError(f"data root {data_root} is not a folder; give as data root ({option('data_root')}) the folder that holds the preset's data.train paths")
     parts = [_load_source(src, data_root, layout) for src in sources]
     paths, offset, image_index = [], 0, []
     for part_paths, part_index, *_ in parts:
@@ -195,7 +195,7 @@ def check_training_images(instances: Instances, skip_bad_images: bool, note: Cal
         return instances
     message = describe_bad(bad, len(instances.image_paths), "training images")
     if not skip_bad_images:
-        raise UserError(f"{message}. Replace or remove them (or their annotations), or pass --skip-bad-images to train without them")
+        raise UserError(f"{message}. Replace or remove them (or their annotations), or skip them ({option('skip_bad_images')}) to train without them")
     kept = drop_images(instances, set(bad))
     if len(kept) == 0:
         raise UserError(f"{message}; no training instance is left without them")
@@ -300,7 +300,7 @@ def sample_preset_paths(preset: Preset) -> tuple[Path, DataCfg]:
     train = []
     for src in preset.data.train:
         if src.layout not in SAMPLE_SOURCES:
-            raise UserError(f"--sample: no bundled sample for source {src.name!r} in layout {src.layout!r} (only {', '.join(SAMPLE_SOURCES)})")
+            raise UserError(f"the bundled sample ({option('sample')}) has no sample for source {src.name!r} in layout {src.layout!r} (only {', '.join(SAMPLE_SOURCES)})")
         ann, images = SAMPLE_SOURCES[src.layout]
         train.append(Source(src.name, src.layout, ann, images))
     ann, images = SAMPLE_SOURCES["coco"]
@@ -320,7 +320,8 @@ def build_train_dataset(preset: Preset, data_root: str | Path | None, seed: int,
         sources = data.train
     else:
         if data_root is None:
-            raise UserError("no --data-root: give the folder that holds the preset's data (or --sample for the bundled sample)")
+            raise UserError(f"no data root ({option('data_root')}): give the folder that holds the preset's data, or train on "
+                            f"the bundled sample ({option('sample')})")  # fmt: skip
         sources = preset.data.train
     layout = get_layout(preset.model.layout)
     instances = check_training_images(load_instances(sources, data_root, layout), skip_bad_images, note)

@@ -26,7 +26,7 @@ AREA_PER_BOX_AREA = 0.53  # MMPose's stand-in for a missing segmented area (xtco
 # Reasons of box problems: callers treat them differently (ground-truth boxes that are merely empty are MMPose's to drop).
 NEGATIVE, EMPTY, OUTSIDE = "box with a negative width or height", "box with no width or height", "box outside the image"
 GROUND_TRUTH_FIX = ("fix or remove the record: ground truth with such a value would crash the evaluation or silently "
-                    "change AP and training (`posecli convert remap FILE --to LAYOUT --skip-invalid -o FIXED.json` "
+                    "change AP and training (remapping the file with invalid records skipped writes a clean copy: "
                     "writes a copy without the bad records)")  # fmt: skip
 
 

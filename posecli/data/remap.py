@@ -68,7 +68,7 @@ def remap_dataset(coco: dict, source: Layout, target: Layout, path: str = "<coco
             image = files.get(image_id, image_id) if type(image_id) is int else records.show(image_id, 30)
             where = f"annotation #{index}" if not isinstance(ann, dict) else f"image {image}, annotation id {records.show(ann.get('id'), 30)}"
             if not skip_invalid:
-                raise UserError(f"{path}: {where}: {problem}. Fix the record, pass --from if the layout is wrong, or rerun with --skip-invalid to drop it.")
+                raise UserError(f"{path}: {where}: {problem}. Fix the record, say the source layout ({option('source')}) if it is wrong, or skip invalid records ({option('skip_invalid')}).")
             skipped[reason] += 1
             continue
         kept.append(ann)
@@ -77,7 +77,7 @@ def remap_dataset(coco: dict, source: Layout, target: Layout, path: str = "<coco
     annotations = []
     for ann, kpts, n in zip(kept, keypoints, num_keypoints):
         if drop_empty and n == 0:
-            skipped["no keypoint left in the target layout (--drop-empty)"] += 1
+            skipped["no keypoint left in the target layout (dropped as asked)"] += 1
             continue
         annotations.append({**ann, "keypoints": kpts, "num_keypoints": n, "category_id": 1})
     return images, annotations, skipped
@@ -124,8 +124,8 @@ def concat_datasets(parts: list[tuple[list[dict], list[dict]]], target: Layout) 
 
 def remap_files(paths: list[str | os.PathLike], out_path: str | os.PathLike, target: str, source: str | None = None, drop_empty: bool = False, skip_invalid: bool = False) -> RemapSummary:
     """Remap and concatenate COCO keypoint files into ``out_path`` (atomically; nothing on error)."""
-    target_layout = layout_by_name(target, "--to")
-    forced = layout_by_name(source, "--from") if source else None
+    target_layout = layout_by_name(target, f"target layout ({option('target')})")
+    forced = layout_by_name(source, f"source layout ({option('source')})") if source else None
     summary = RemapSummary(target_layout.name, [])
     skipped: Counter[str] = Counter()
     parts = []

@@ -35,7 +35,7 @@ from posecli.models.hrnet import ARCHS, PoseHRNet, build_model
 from posecli.weights import ModelInfo, load_model
 
 SAME_OUTPUT = 1e-4  # relative heatmap difference from float32 summation order (random He-init w32: ~2e-5)
-SPEED_NETWORKS = (Network.FOLDED, Network.ONEDNN, Network.COMPILED)  # what --compare times beside plain
+SPEED_NETWORKS = (Network.FOLDED, Network.ONEDNN, Network.COMPILED)  # what a comparison times beside plain
 
 
 @dataclass
@@ -118,7 +118,7 @@ def load_benchmark_model(weights: str | Path | None, arch: str, layout: str) -> 
     """A weights file, or a random model of ``arch``/``layout`` -> (model, info, where the weights came from)."""
     if weights is not None:
         if str(weights).lower().endswith(".onnx"):
-            raise UserError(f"{weights}: benchmark times torch weights and exports them for each --backend itself; "
+            raise UserError(f"{weights}: benchmark times torch weights and exports them for each backend itself; "
                             "give the .safetensors or .pth the graph was exported from")  # fmt: skip
         net, info = load_model(weights)
         return net, info, str(weights)
