@@ -2,7 +2,7 @@
 
 Runs in the MMPose environment, never posecli's (it does not import posecli):
 
-    /work/mmpose-venv/bin/python -W ignore benchmarks/mmpose/goldens_eval.py [--out DIR]
+    python -W ignore benchmarks/mmpose/goldens_eval.py [--out DIR]
 
 Every case calls MMPose's own code: ``ndarray.argsort()`` (the order OKS NMS rests on),
 ``oks_nms`` and ``soft_oks_nms`` (mmpose.evaluation.functional), the whole ``CocoMetric``

@@ -2,7 +2,7 @@
 
 Runs in the MMPose environment, never posecli's (it does not import posecli):
 
-    /work/mmpose-venv/bin/python -W ignore benchmarks/mmpose/goldens_train.py [--out DIR] [--full-crops]
+    python -W ignore benchmarks/mmpose/goldens_train.py [--out DIR] [--full-crops]
 
 Every case calls MMPose's own code (parse_data_info, KeypointConverter, GetBBoxCenterScale,
 RandomFlip, RandomHalfBody, RandomBBoxTransform, TopdownAffine, GenerateTarget,
