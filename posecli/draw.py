@@ -8,6 +8,9 @@ import numpy as np
 from posecli.layouts import Layout
 
 BOX_BGR = (255, 255, 255)
+# a box colour per track id (BGR), cycled: distinct hues that read on light and dark backgrounds
+TRACK_BGR = ((75, 25, 230), (75, 180, 60), (25, 225, 255), (200, 130, 0), (48, 130, 245), (180, 30, 145),
+             (240, 240, 70), (230, 50, 240), (60, 245, 210), (190, 190, 250))  # fmt: skip
 
 
 def bgr(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -16,21 +19,25 @@ def bgr(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 def draw_people(image: np.ndarray, layout: Layout, keypoints: np.ndarray, keypoint_scores: np.ndarray,
-                xyxy: np.ndarray, box_scores: np.ndarray, min_keypoint_score: float = 0.3) -> np.ndarray:  # fmt: skip
+                xyxy: np.ndarray, box_scores: np.ndarray, min_keypoint_score: float = 0.3,
+                labels: list[str] | None = None, track_ids: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """A drawn copy of ``image`` (H, W, 3) BGR.
 
     keypoints (N, K, 2) image px, keypoint_scores (N, K), xyxy (N, 4), box_scores (N,). Keypoints at or
-    below ``min_keypoint_score`` are left out, and so is any link that touches one.
+    below ``min_keypoint_score`` are left out, and so is any link that touches one. Each box is labelled
+    ``labels[n]`` (default its score); with ``track_ids`` (N,) each track's box has its own colour.
     """
     out = image.copy()
     size = max(image.shape[:2])
     radius = max(3, round(size / 160))
     thickness = max(1, round(size / 400))
     names = layout.keypoints
-    for box, box_score, kpts, scores in zip(xyxy, box_scores, keypoints, keypoint_scores):
+    labels = [f"{s:.2f}" for s in box_scores] if labels is None else labels
+    for n, (box, kpts, scores) in enumerate(zip(xyxy, keypoints, keypoint_scores)):
         x1, y1, x2, y2 = (int(round(v)) for v in box)
-        cv2.rectangle(out, (x1, y1), (x2, y2), BOX_BGR, thickness, cv2.LINE_AA)
-        _label(out, f"{box_score:.2f}", (x1 + 2, max(y1 - 4, 12)), size)
+        colour = BOX_BGR if track_ids is None else TRACK_BGR[int(track_ids[n]) % len(TRACK_BGR)]
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness + (track_ids is not None), cv2.LINE_AA)
+        _label(out, labels[n], (x1 + 2, max(y1 - 4, 12) if y1 > 14 else y1 + 16), size)
         shown = scores[: len(names)] > min_keypoint_score
         for a, b in layout.skeleton_ids:
             if shown[a] and shown[b]:

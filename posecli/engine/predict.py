@@ -1,15 +1,20 @@
-"""``posecli predict``: keypoints for images, folders, globs and videos, as JSON and drawn copies.
+"""``posecli predict``: keypoints for images, folders, globs, videos, cameras and streams, as JSON and drawn copies.
 
-inputs -> images and videos [expand_inputs]
-each image / frame -> person boxes (det file, detector, or the whole image) [BoxFinder]
+inputs -> images, videos and live streams [sources.expand_inputs]
+each image / frame -> person boxes (det file, detector, the previous frame's keypoints, or the whole image) [BoxFinder]
   -> keypoints through the shared inference path [Predictor.predict_image]
-  -> records (box xywh, box score, [x, y, score] * K, instance score) [person_records]
-out/: predictions.json, a drawn copy of each image, and per video a drawn .mp4 plus <name>.jsonl.
+  -> instance scores and OKS NMS as eval [rescore, select_instances] -> track ids across frames [track.assign_ids]
+  -> records (box xywh, box score, [x, y, score] * K, instance score, track id) [person_records]
+out/: predictions.json, a drawn copy of each image, and per video or stream a drawn .mp4 plus <name>.jsonl.
+
+Files (images, video files) are written as one unit (``fileio.one_unit``): a run that fails leaves
+the previous outputs. A live source has no end, so its .jsonl is written in place line by line
+(flushed every frame) and its drawn video is closed on any exit. Ctrl-C is a stop, not a failure:
+the run ends after the current frame and writes everything done so far, predictions.json included.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import time
 from contextlib import contextmanager, nullcontext
@@ -24,48 +29,16 @@ from posecli.data.coco import read_detection_file
 from posecli.data.images import decode_image
 from posecli.data.records import OUTSIDE, Problem, Skips, show
 from posecli.draw import draw_people
-from posecli.engine.cocometric import rescore
+from posecli.engine.cocometric import rescore, select_instances
 from posecli.engine.detect import make_detector
 from posecli.engine.inference import InferenceSettings, Predictor
+from posecli.engine.sources import IMAGE_EXTS, VIDEO_EXTS, Inputs, describe, expand_inputs, frame_count, open_video  # noqa: F401
+from posecli.engine.track import People, assign_ids, boxes_from_keypoints
 from posecli.errors import UserError
 from posecli.fileio import atomic_path, one_unit, read_json, write_bytes, write_json
-from posecli.geometry import xywh_to_xyxy, xyxy_to_xywh
+from posecli.geometry import box_center_scale, fix_aspect_ratio, xywh_to_xyxy, xyxy_to_xywh
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm", ".pnm"}
-VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"}
-
-
-@dataclass
-class Inputs:
-    images: list[Path]
-    videos: list[Path]
-    problems: list[str]  # inputs that gave nothing: missing files, empty folders, globs that match nothing
-
-
-def expand_inputs(specs: list[str]) -> Inputs:
-    """Files, folders (not recursive) and glob patterns -> images and videos, in order, without repeats."""
-    images, videos, problems, seen = [], [], [], set()
-    for spec in specs:
-        path = Path(spec)
-        if path.is_file():
-            found = [path]  # named explicitly: tried whatever its extension
-        elif path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
-            if not found:
-                problems.append(f"{spec}: no images or videos in this folder")
-        elif glob.has_magic(spec):
-            found = [Path(p) for p in sorted(glob.glob(spec, recursive=True))]
-            found = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS]
-            if not found:
-                problems.append(f"{spec}: the pattern matches no images or videos")
-        else:
-            found = []
-            problems.append(f"{spec}: no such file or folder")
-        for p in found:
-            if p.resolve() not in seen:
-                seen.add(p.resolve())
-                (videos if p.suffix.lower() in VIDEO_EXTS else images).append(p)
-    return Inputs(images, videos, problems)
+FORMATS = ("posecli", "mmpose")
 
 
 @dataclass
@@ -74,6 +47,7 @@ class Boxes:
     scores: np.ndarray  # (N,) float32
     source: str  # where they came from, as the output reports it
     entries: np.ndarray | None = None  # (N,) the det file's entry number of each box, if from one
+    whole: bool = False  # the whole image as one box because nobody was found: its score is no detector's
 
 
 def no_boxes(source: str) -> Boxes:
@@ -81,8 +55,9 @@ def no_boxes(source: str) -> Boxes:
 
 
 def whole_image(image: np.ndarray, why: str) -> Boxes:
+    """The image as one box; score 1 so that the person's score is the mean of its confident keypoints' scores."""
     h, w = image.shape[:2]
-    return Boxes(np.array([[0, 0, w, h]], np.float32), np.ones(1, np.float32), f"whole image ({why})")
+    return Boxes(np.array([[0, 0, w, h]], np.float32), np.ones(1, np.float32), f"whole image ({why})", whole=True)
 
 
 def read_det_file(det_path: Path, images: list[Path], ann_path: Path | None = None,
@@ -184,16 +159,40 @@ class BoxFinder:
         return f"{self.detector.name}; the whole image where it finds nobody"
 
 
-def person_records(boxes: Boxes, keypoints: np.ndarray, scores: np.ndarray) -> list[dict]:
-    """Boxes and their keypoints (N, K, 2), scores (N, K) -> JSON-ready records."""
+def person_records(boxes: Boxes, keypoints: np.ndarray, scores: np.ndarray, instance: np.ndarray | None = None,
+                   track_ids: np.ndarray | None = None) -> list[dict]:  # fmt: skip
+    """Boxes and their keypoints (N, K, 2), scores (N, K) -> posecli's JSON-ready records.
+
+    A whole-image box has no detector score: its ``box_score`` is null and the person's score is
+    the mean of its confident keypoint scores.
+    """
     if len(keypoints) == 0:  # an image with no person box: no people
         return []
     xywh = xyxy_to_xywh(boxes.xyxy)
     flat = np.concatenate([keypoints, scores[..., None]], -1).reshape(len(keypoints), -1)
-    inst = rescore(boxes.scores, scores)  # eval's bbox_keypoint score (MMPose's threshold 0.2)
-    return [{"box": [float(v) for v in xywh[i]], "box_score": float(boxes.scores[i]),
-             "keypoints": [float(v) for v in flat[i]], "score": float(inst[i])}
-            for i in range(len(keypoints))]  # fmt: skip
+    inst = rescore(boxes.scores, scores) if instance is None else instance  # eval's bbox_keypoint score
+    records = []
+    for i in range(len(keypoints)):
+        record = {"box": [float(v) for v in xywh[i]], "box_score": None if boxes.whole else float(boxes.scores[i]),
+                  "keypoints": [float(v) for v in flat[i]], "score": float(inst[i])}  # fmt: skip
+        if track_ids is not None:
+            record["track_id"] = int(track_ids[i])
+        records.append(record)
+    return records
+
+
+def mmpose_instances(boxes: Boxes, keypoints: np.ndarray, scores: np.ndarray, track_ids: np.ndarray | None = None) -> list[dict]:
+    """The same people as MMPose's inferencer writes them: keypoints [[x, y]] * K, keypoint_scores, bbox, bbox_score."""
+    out = []
+    for i in range(len(keypoints)):
+        # bbox is a list holding one [x1, y1, x2, y2]: MMPose's split_instances builds a 1-tuple there;
+        # a whole-image box scores 1.0, as MMPose's inferencer scores its own whole-image box
+        inst = {"keypoints": keypoints[i].tolist(), "keypoint_scores": scores[i].tolist(),
+                "bbox": [boxes.xyxy[i].tolist()], "bbox_score": float(boxes.scores[i])}  # fmt: skip
+        if track_ids is not None:
+            inst["track_id"] = int(track_ids[i])
+        out.append(inst)
+    return out
 
 
 @dataclass
@@ -205,9 +204,27 @@ class PredictConfig:
     ann: Path | None = None  # COCO annotations naming the det file's image ids
     detector: str = "hog"  # hog | none | FILE.onnx
     inference: InferenceSettings = InferenceSettings()
-    min_box_score: float = 0.3
+    min_box_score: float = 0.0  # eval's default
+    nms: str = "oks"  # oks | soft_oks | none, per image, as eval
+    nms_thr: float = 0.9
     min_keypoint_score: float = 0.3  # drawing only; the JSON keeps every keypoint
     draw: bool = True
+    recursive: bool = False  # folders: their subfolders too
+    max_frames: int | None = None  # per video or stream: stop after this many processed frames
+    every: int = 1  # videos and streams: process every Nth frame
+    track: bool = False  # videos and streams: a track_id per person across frames
+    track_by: str = "oks"  # oks | iou
+    det_every: int = 1  # videos and streams: the detector on every Nth processed frame, else boxes from the last keypoints
+    format: str = "posecli"  # posecli | mmpose (MMPose's inferencer JSON beside the drawn files)
+
+    def __post_init__(self):
+        for name in ("every", "det_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: must be a positive whole number")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise UserError(f"--max-frames {self.max_frames}: must be a positive whole number")
+        if self.format not in FORMATS:
+            raise UserError(f"--format {self.format!r}: use one of {', '.join(FORMATS)}")
 
 
 @dataclass
@@ -218,24 +235,97 @@ class Summary:
     frames: int = 0
     people: int = 0
     whole_image: int = 0  # images / frames where the whole image served as the box
+    detector_runs: int = 0  # frames whose boxes came from the detector (or det file), not the last keypoints
     seconds: float = 0.0
+    interrupted: bool = False  # stopped by Ctrl-C; what was done is written
     written: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Frame:
+    """One image or frame's result; ``people`` carries what the next frame needs (tracking, boxes)."""
+
+    record: dict
+    drawn: np.ndarray | None
+    people: People
+    box_scores: np.ndarray  # (N,)
+    whole: bool
+    instances: list[dict]  # MMPose's form
+
+
 def predict(cfg: PredictConfig, progress: Callable[[int, int], None] = lambda done, total: None,
             warn: Callable[[str], None] = lambda message: None) -> Summary:  # fmt: skip
-    """Run the whole job; ``progress(done, total)`` counts images plus video frames, ``warn`` gets skipped inputs.
+    """Run the whole job; ``progress(done, total)`` counts images plus video frames (total 0: unknown, a live
+    source), ``warn`` gets skipped inputs.
 
-    The drawn files, .jsonl files and predictions.json are one unit (``fileio.one_unit``): if the job
-    fails anywhere, none of them is renamed into place and the previous outputs stay as they were.
+    The drawn files, .jsonl files and predictions.json of files are one unit (``fileio.one_unit``): if
+    the job fails anywhere, none of them is renamed into place and the previous outputs stay as they
+    were. Live sources write in place as they go (module docstring). Ctrl-C ends the job cleanly.
     """
     with one_unit():
         return _predict(cfg, progress, warn)
 
 
+class _Job:
+    """What every image and frame of one run shares."""
+
+    def __init__(self, cfg: PredictConfig, predictor: Predictor, find_boxes: "BoxFinder", summary: Summary):
+        self.cfg, self.predictor, self.find_boxes, self.summary = cfg, predictor, find_boxes, summary
+        self.sigmas = np.asarray(predictor.layout.sigmas[: predictor.num_keypoints], np.float32)
+
+    def frame(self, image: np.ndarray, path: Path | None, previous: Frame | None = None,
+              reuse_boxes: bool = False, next_id: int | None = None) -> tuple[Frame, int | None]:  # fmt: skip
+        """One image or frame -> its result and, when tracking, the next unused track id.
+
+        ``reuse_boxes``: boxes from ``previous``'s keypoints instead of the detector (--det-every).
+        """
+        cfg, h, w = self.cfg, image.shape[0], image.shape[1]
+        carried = None  # track ids that come with the boxes: a box from a person's keypoints holds that person
+        if reuse_boxes and previous is not None and len(previous.people) and not previous.whole:
+            boxes = Boxes(boxes_from_keypoints(previous.people, w, h), previous.box_scores, "the previous frame's keypoints")
+            carried = previous.people.ids
+        else:
+            boxes = self.find_boxes(image, path)
+            self.summary.detector_runs += 1
+        keypoints, scores = self.predictor.predict_image(image, boxes.xyxy)
+        instance = rescore(boxes.scores, scores)  # eval's bbox_keypoint score (MMPose's threshold 0.2)
+        keep = self._nms(boxes, keypoints, instance)
+        boxes = Boxes(boxes.xyxy[keep], boxes.scores[keep], boxes.source, None, boxes.whole)
+        keypoints, scores, instance = keypoints[keep], scores[keep], instance[keep]
+        people = People(keypoints, scores, boxes.xyxy)
+        if next_id is not None and carried is not None:
+            people.ids = carried[keep]
+        elif next_id is not None:  # tracking
+            people.ids, next_id = assign_ids(previous.people if previous else None, people, next_id, cfg.track_by, self.sigmas)
+        self.summary.people += len(keypoints)
+        self.summary.whole_image += boxes.whole
+        record = {"width": w, "height": h, "box_source": boxes.source,
+                  "people": person_records(boxes, keypoints, scores, instance, people.ids)}  # fmt: skip
+        drawn = None
+        if cfg.draw:
+            labels = ["whole image" if boxes.whole else f"{s:.2f}" for s in boxes.scores]
+            if people.ids is not None:
+                labels = [f"#{i} {label}" for i, label in zip(people.ids, labels)]
+            drawn = draw_people(image, self.predictor.layout, keypoints, scores, boxes.xyxy, boxes.scores,
+                                cfg.min_keypoint_score, labels=labels, track_ids=people.ids)  # fmt: skip
+        instances = mmpose_instances(boxes, keypoints, scores, people.ids) if cfg.format == "mmpose" else []
+        return Frame(record, drawn, people, boxes.scores, boxes.whole, instances), next_id
+
+    def _nms(self, boxes: Boxes, keypoints: np.ndarray, instance: np.ndarray) -> np.ndarray:
+        """Indices of the people eval's per-image NMS keeps, in box order."""
+        if self.cfg.nms == "none" or len(keypoints) < 2:
+            return np.arange(len(keypoints))
+        (w, h), (_, padded) = self.predictor.codec.input_size, box_center_scale(boxes.xyxy)
+        crop_wh = fix_aspect_ratio(padded, w / h)  # eval's instance area: the aspect-fixed crop
+        n = len(keypoints)
+        keep = select_instances(np.zeros(n, np.int64), np.arange(n), keypoints, instance, crop_wh[:, 0] * crop_wh[:, 1],
+                                self.sigmas, str(self.cfg.nms), self.cfg.nms_thr)  # fmt: skip
+        return np.sort(keep)
+
+
 def _predict(cfg: PredictConfig, progress: Callable[[int, int], None], warn: Callable[[str], None]) -> Summary:
-    inputs = expand_inputs(cfg.inputs)
+    inputs = expand_inputs(cfg.inputs, cfg.recursive)
     summary = Summary(cfg.out / "predictions.json", "")
 
     def note(message: str) -> None:
@@ -244,45 +334,53 @@ def _predict(cfg: PredictConfig, progress: Callable[[int, int], None], warn: Cal
 
     for message in inputs.problems:
         note(message)
-    if not inputs.images and not inputs.videos:
+    if not inputs.images and not inputs.videos and not inputs.streams:
         raise UserError("nothing to predict: " + "; ".join(inputs.problems))
-    if cfg.boxes is not None and inputs.videos:
-        raise UserError(f"--boxes gives boxes for images, not for videos ({inputs.videos[0]}); use --detector for videos")
+    if cfg.boxes is not None and (inputs.videos or inputs.streams):
+        first = (inputs.videos + inputs.streams)[0]
+        raise UserError(f"--boxes gives boxes for images, not for videos or streams ({describe(first)}); use --detector for those")
     names = output_names(inputs, cfg.out)
     skips = Skips(str(cfg.boxes), "detector boxes") if cfg.boxes is not None else None
     det_boxes = read_det_file(cfg.boxes, inputs.images, cfg.ann, skips) if cfg.boxes is not None else None
-    detector = make_detector(cfg.detector, cfg.min_box_score) if det_boxes is None else None
+    detector = make_detector(cfg.detector) if det_boxes is None else None
     find_boxes = BoxFinder(det_boxes, detector, cfg.min_box_score, skips)
     summary.box_source = find_boxes.describe()
-    predictor = Predictor.from_weights(cfg.weights, cfg.inference)
+    job = _Job(cfg, Predictor.from_weights(cfg.weights, cfg.inference), find_boxes, summary)
 
-    total = len(inputs.images) + sum(_frame_count(v) for v in inputs.videos)
+    known = [frame_count(v) for v in inputs.videos]
+    total = 0 if inputs.streams else len(inputs.images) + sum(min(n // cfg.every + (n % cfg.every > 0), cfg.max_frames or n) for n in known)
     done, start = 0, time.perf_counter()
 
     def advance() -> None:
         nonlocal done
         done += 1
-        progress(done, max(total, done))  # a video's frame count in its header is only an estimate
+        progress(done, max(total, done) if total else 0)  # a video's frame count in its header is only an estimate
 
     image_records = []
-    for path in inputs.images:
-        image, problem = decode_image(path)  # the check training and eval make, then OpenCV's decode
-        if image is None:
-            note(f"{path}: not a readable image; skipped ({problem})")
-        else:
-            record, drawn = _predict_one(predictor, find_boxes, image, path, cfg, summary)
-            image_records.append({"file": str(path), "drawn": names[path] if cfg.draw else None, **record})
-            if drawn is not None:
-                summary.written.append(write_image(cfg.out / names[path], drawn))
-            summary.images += 1
-        advance()
+    try:
+        for path in inputs.images:
+            image, problem = decode_image(path)  # the check training and eval make, then OpenCV's decode
+            if image is None:
+                note(f"{path}: not a readable image; skipped ({problem})")
+            else:
+                result, _ = job.frame(image, path)
+                image_records.append({"file": str(path), "drawn": names[path] if cfg.draw else None, **result.record})
+                if result.drawn is not None:
+                    summary.written.append(write_image(cfg.out / names[path], result.drawn))
+                if cfg.format == "mmpose":  # MMPose's inferencer writes <image stem>.json, a list of instances
+                    write_json(cfg.out / (Path(names[path]).stem + ".json"), result.instances)
+                    summary.written.append(cfg.out / (Path(names[path]).stem + ".json"))
+                summary.images += 1
+            advance()
+    except KeyboardInterrupt:
+        summary.interrupted = True
 
     video_records = []
-    for path in inputs.videos:
-        video = _predict_video(predictor, find_boxes, path, cfg, names[path], summary, advance, note)
-        if video is None:
-            note(f"{path}: not a readable video (cannot be opened or has no frames); skipped")
-        else:
+    for source in inputs.videos + inputs.streams:
+        if summary.interrupted:
+            break
+        video = _predict_video(job, source, names[source], advance, note)
+        if video is not None:
             video_records.append(video)
     summary.seconds = time.perf_counter() - start
     if skips is not None and len(skips):
@@ -293,102 +391,139 @@ def _predict(cfg: PredictConfig, progress: Callable[[int, int], None], warn: Cal
              f">= {cfg.min_box_score} ({shown}); their records list no people")  # fmt: skip
     if getattr(detector, "dropped", 0):
         note(f"{detector.name} gave {detector.dropped} boxes with non-finite or no width or height; they were left out")
-    if summary.images + summary.frames == 0:
+    if summary.images + summary.frames == 0 and not summary.interrupted:
         raise UserError("nothing could be processed: " + "; ".join(summary.warnings))
 
-    layout = predictor.layout
+    layout = job.predictor.layout
     write_json(summary.predictions, {
-        "weights": str(cfg.weights), "arch": predictor.info.arch, "layout": layout.name,
-        "keypoint_names": list(layout.keypoints[: predictor.num_keypoints]), "flip": cfg.inference.flip,
-        "boxes": summary.box_source, "min_box_score": cfg.min_box_score,
+        "weights": str(cfg.weights), "arch": job.predictor.info.arch, "layout": layout.name,
+        "keypoint_names": list(layout.keypoints[: job.predictor.num_keypoints]), "flip": cfg.inference.flip,
+        "decode": str(cfg.inference.decode), "nms": str(cfg.nms), "nms_thr": cfg.nms_thr,
+        "boxes": summary.box_source, "min_box_score": cfg.min_box_score, "format": cfg.format,
+        "whole_image": summary.whole_image, "interrupted": summary.interrupted,
         "images": image_records, "videos": video_records, "warnings": summary.warnings,
     })  # fmt: skip
     summary.written.append(summary.predictions)
     return summary
 
 
-def _predict_one(predictor: Predictor, find_boxes: BoxFinder, image: np.ndarray, path: Path | None,
-                 cfg: PredictConfig, summary: Summary) -> tuple[dict, np.ndarray | None]:  # fmt: skip
-    """One image or frame -> its JSON record and, if drawing, the drawn copy."""
-    boxes = find_boxes(image, path)
-    keypoints, scores = predictor.predict_image(image, boxes.xyxy)
-    summary.people += len(keypoints)
-    summary.whole_image += boxes.source.startswith("whole image")
-    record = {"width": image.shape[1], "height": image.shape[0], "box_source": boxes.source,
-              "people": person_records(boxes, keypoints, scores)}  # fmt: skip
-    drawn = None
-    if cfg.draw:
-        drawn = draw_people(image, predictor.layout, keypoints, scores, boxes.xyxy, boxes.scores, cfg.min_keypoint_score)
-    return record, drawn
-
-
-def _predict_video(predictor: Predictor, find_boxes: BoxFinder, path: Path, cfg: PredictConfig, name: str,
-                   summary: Summary, advance: Callable[[], None], note: Callable[[str], None]) -> dict | None:  # fmt: skip
-    """Every frame of a video -> <stem>.jsonl (one line per frame) and the drawn ``name`` (mp4v); None if unreadable."""
-    capture = cv2.VideoCapture(str(path))
+def _predict_video(job: _Job, source: Path | str | int, name: str, advance: Callable[[], None],
+                   note: Callable[[str], None]) -> dict | None:  # fmt: skip
+    """The frames of a video file or live source -> <stem>.jsonl (one line per processed frame) and the drawn
+    ``name`` (mp4v); None (with a note) if it cannot be opened."""
+    cfg, summary = job.cfg, job.summary
+    video, why = open_video(source)
+    if video is None:
+        note(why + "; skipped")
+        return None
+    live = not isinstance(source, Path)
+    if not video.fps_known:
+        note(f"{describe(source)}: no frame rate given; times and the drawn video use {video.fps:g} frames/s")
+    size = (video.first.shape[1], video.first.shape[0])
+    jsonl = cfg.out / (Path(name).stem + ".jsonl")
+    fps_out = video.fps / cfg.every
+    if live:  # no end to wait for: written in place, a line per frame
+        lines_file, drawn_video = _live_lines(jsonl), (_live_video(cfg.out / name, fps_out, size) if cfg.draw else nullcontext())
+    else:
+        lines_file, drawn_video = _atomic_lines(jsonl), (atomic_video(cfg.out / name, fps_out, size) if cfg.draw else nullcontext())
+    index, processed, previous, next_id = 0, 0, None, (0 if cfg.track else None)
+    frame = video.first
     try:
-        ok, frame = capture.read() if capture.isOpened() else (False, None)
-        if not ok:
-            return None
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        if not np.isfinite(fps) or fps <= 0:
-            note(f"{path}: no frame rate in the file; the drawn video uses 25 frames/s")
-            fps = 25.0
-        size = (frame.shape[1], frame.shape[0])
-        jsonl = cfg.out / (Path(name).stem + ".jsonl")
-        drawn_video = atomic_video(cfg.out / name, fps, size) if cfg.draw else nullcontext()
-        frames = 0
-        with atomic_path(jsonl) as jsonl_tmp, open(jsonl_tmp, "w") as lines, drawn_video as writer:
-            while ok:
-                record, drawn = _predict_one(predictor, find_boxes, frame, None, cfg, summary)
-                lines.write(json.dumps({"frame": frames, "time": frames / fps, **record}) + "\n")
-                if writer is not None:
-                    writer.write(drawn)
-                frames += 1
-                summary.frames += 1
-                advance()
-                ok, frame = capture.read()
+        with lines_file as lines, drawn_video as writer:
+            try:
+                while frame is not None:
+                    if index % cfg.every == 0:
+                        reuse = processed % cfg.det_every != 0
+                        previous, next_id = job.frame(frame, None, previous, reuse, next_id)
+                        if cfg.format == "mmpose":
+                            line = {"frame_id": index, "instances": previous.instances}
+                        else:
+                            line = {"frame": index, "time": index / video.fps, **previous.record}
+                        lines.write(json.dumps(line) + "\n")
+                        if live:
+                            lines.flush()  # what a live source gave is on disk as it comes
+                        if writer is not None:
+                            writer.write(previous.drawn)
+                        processed += 1
+                        summary.frames += 1
+                        advance()
+                        if cfg.max_frames is not None and processed >= cfg.max_frames:
+                            break
+                    index += 1
+                    ok, frame = video.capture.read()
+                    frame = frame if ok else None
+            except KeyboardInterrupt:  # a stop, not a failure: this video's frames so far are kept
+                summary.interrupted = True
     finally:
-        capture.release()
+        video.capture.release()
     summary.written += [cfg.out / name] * cfg.draw + [jsonl]
-    return {"file": str(path), "drawn": name if cfg.draw else None, "jsonl": jsonl.name,
-            "frames": frames, "fps": fps, "width": size[0], "height": size[1]}  # fmt: skip
+    if cfg.format == "mmpose" and not live:  # as MMPose's inferencer writes a video: one JSON list of {frame_id, instances}
+        written = Path(lines.name) if Path(lines.name).exists() else jsonl  # the temp, until the unit renames it
+        summary.written.append(_json_list(written, cfg.out / (Path(name).stem + ".json")))
+    return {"file": describe(source), "live": live, "drawn": name if cfg.draw else None, "jsonl": jsonl.name,
+            "frames": processed, "fps": video.fps, "every": cfg.every, "width": size[0], "height": size[1]}  # fmt: skip
+
+
+def _json_list(lines: Path, path: Path) -> Path:
+    """JSON lines -> one JSON list in ``path``, line by line (a long video's frames never all in memory)."""
+    with atomic_path(path) as tmp, open(tmp, "w") as out, open(lines) as source:
+        out.write("[")
+        for i, line in enumerate(source):
+            out.write(("," if i else "") + line.strip())
+        out.write("]")
+    return path
+
+
+@contextmanager
+def _atomic_lines(path: Path):
+    with atomic_path(path) as tmp, open(tmp, "w") as lines:
+        yield lines
+
+
+@contextmanager
+def _live_lines(path: Path):
+    with open(path, "w") as lines:
+        yield lines
 
 
 @contextmanager
 def atomic_video(path: Path, fps: float, size: tuple[int, int]):
     """An mp4v ``cv2.VideoWriter`` on a temp file beside ``path``, renamed onto it only if the block succeeds."""
     with atomic_path(path) as tmp:  # the temp name keeps .mp4: OpenCV picks the container from it
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-        try:
-            if not writer.isOpened():
-                raise UserError(f"{path}: OpenCV cannot write an mp4v video here; --no-draw writes the JSON only")
+        with _live_video(path, fps, size, tmp) as writer:
             yield writer
-        finally:
-            writer.release()
 
 
-def _frame_count(path: Path) -> int:
-    capture = cv2.VideoCapture(str(path))
-    n = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
-    capture.release()
-    return max(n, 0)
+@contextmanager
+def _live_video(path: Path, fps: float, size: tuple[int, int], tmp: Path | None = None):
+    """An mp4v ``cv2.VideoWriter`` on ``tmp`` (default ``path``), released (the file finished) on any exit."""
+    writer = cv2.VideoWriter(str(tmp or path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    try:
+        if not writer.isOpened():
+            raise UserError(f"{path}: OpenCV cannot write an mp4v video here; --no-draw writes the JSON only")
+        yield writer
+    finally:
+        writer.release()
 
 
-def output_names(inputs: Inputs, out: Path) -> dict[Path, str]:
-    """A distinct file name in ``out`` for each input's drawn copy (videos become .mp4), never an input itself."""
-    names, used = {}, {"predictions.json"}
-    for path in inputs.images + inputs.videos:
-        stem, suffix = path.stem, (".mp4" if path in inputs.videos else path.suffix)
+def output_names(inputs: Inputs, out: Path) -> dict:
+    """A distinct file name in ``out`` for each input's drawn copy (videos and streams become .mp4), never an input itself."""
+    names, used = {}, {"predictions"}
+    for source in inputs.images + inputs.videos + inputs.streams:
+        if isinstance(source, Path):
+            stem, suffix = source.stem, (".mp4" if source in inputs.videos else source.suffix)
+        else:  # camera 0 -> camera0.mp4; rtsp://host/live/cam1 -> cam1.mp4
+            stem = f"camera{source}" if isinstance(source, int) else (Path(str(source).split("?")[0].rstrip("/")).stem or "stream")
+            stem, suffix = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem), ".mp4"
         name, n = stem + suffix, 1
-        # a video's .jsonl shares its stem, so stems must be distinct too
+        # a video's .jsonl (and MMPose's .json) share its stem, so stems must be distinct too
         while name.lower() in used or Path(name).stem.lower() in used:
             n += 1
             name = f"{stem}_{n}{suffix}"
         used |= {name.lower(), Path(name).stem.lower()}
-        names[path] = name
-        if (out / name).resolve() == path.resolve():
-            raise UserError(f"--out {out} would overwrite the input {path}; choose another output folder")
+        names[source] = name
+        if isinstance(source, Path) and (out / name).resolve() == source.resolve():
+            raise UserError(f"--out {out} would overwrite the input {source}; choose another output folder")
     return names
 
 
