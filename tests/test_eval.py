@@ -7,6 +7,7 @@ standard / 2e-3 px DARK where the heatmap has a real peak).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -84,6 +85,8 @@ def test_metrics_and_results_match_mmpose(tmp_path, model, mode):
     peaked = k_ref[..., 2] > 0.05  # flat maps (the 17-kpt ankles, ~0.008) have an arbitrary arg-max
     np.testing.assert_allclose(k_ours[..., :2][peaked], k_ref[..., :2][peaked], atol=2e-3 if "dark" in mode else 1e-3)
     assert json.loads((tmp_path / "metrics.json").read_text())["metrics"] == result.metrics
+    if importlib.util.find_spec("matplotlib"):  # the per-keypoint chart beside metrics.json (the plot extra)
+        assert (tmp_path / "keypoints.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_rescore_uses_keypoints_strictly_above_threshold():

@@ -107,7 +107,9 @@ def evaluate(
     if result.metrics:
         _print(result, published)
         if out_dir:
-            console.print(f"wrote {out_dir / 'results.keypoints.json'} and {out_dir / 'metrics.json'}", highlight=False)
+            chart = out_dir / "keypoints.png"
+            console.print(f"wrote {out_dir / 'results.keypoints.json'} and {out_dir / 'metrics.json'}"
+                          + (f", and the per-keypoint chart {chart}" if chart.exists() else ""), highlight=False)  # fmt: skip
 
 
 def _print(result: EvalResult, published: dict) -> None:

@@ -304,7 +304,16 @@ def evaluate(predictor: Predictor | str | Path, ann_file: str | Path, images_dir
         with atomic_paths([saved, Path(out_dir) / "metrics.json"]) as (results_tmp, metrics_tmp):
             Path(results_tmp).write_text(text)
             Path(metrics_tmp).write_text(summary)
+        _keypoint_chart(Path(out_dir) / "keypoints.png", per_keypoint)
     return result
+
+
+def _keypoint_chart(path: Path, per_keypoint: list[KeypointStat]) -> None:
+    """keypoints.png beside metrics.json: each keypoint's share within tolerance and mean OKS term (needs matplotlib)."""
+    from posecli import plots  # matplotlib is the optional extra posecli[plot]; without it there is no chart
+
+    plots.keypoint_chart(path, [s.name for s in per_keypoint], [s.within for s in per_keypoint],
+                         [s.mean_oks for s in per_keypoint])  # fmt: skip
 
 
 def _image_paths(coco: CocoFile, images_dir: str | Path, boxes: Boxes) -> dict:
