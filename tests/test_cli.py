@@ -21,6 +21,7 @@ import posecli.data.aic as aic
 import posecli.data.remap as remap
 from posecli.choices import Backend, Decode, Network, Nms, Precision, ScoreMode
 from posecli.cli import app
+from posecli.engine.predict import Summary
 
 runner = CliRunner()
 
@@ -146,8 +147,7 @@ def test_train_sample_and_default_folder(train_calls):
 
 
 def test_predict_options_reach_the_library(monkeypatch, tmp_path):
-    calls = Calls(SimpleNamespace(images=1, frames=0, people=0, seconds=1.0, box_source="x", whole_image=0,
-                                  predictions=tmp_path / "p.json", written=[1], warnings=[]))  # fmt: skip
+    calls = Calls(Summary(tmp_path / "predictions.json", "x", images=1, seconds=1.0, written=[tmp_path / "predictions.json"]))
     monkeypatch.setattr(cli_predict, "run_predict", calls)
     image = COCO_IMAGES / "000000000785.jpg"
     invoke("predict", image, "-w", CKPT17, "--out", tmp_path, "--no-draw", "--no-flip", "--decode", "dark",
@@ -155,6 +155,7 @@ def test_predict_options_reach_the_library(monkeypatch, tmp_path):
     cfg = calls.last.args[0]
     assert cfg.inputs == [str(image)] and cfg.weights == CKPT17 and cfg.out == tmp_path
     assert not cfg.draw and cfg.detector == "none" and cfg.min_keypoint_score == 0.5
+    assert (cfg.nms, cfg.nms_thr, cfg.min_box_score) == (Nms.OKS, 0.9, 0.0)  # eval's defaults
     s = cfg.inference
     assert (s.flip, s.decode, s.batch_size, s.device) == (False, Decode.DARK, 5, "cpu")
 
