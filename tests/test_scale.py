@@ -219,3 +219,43 @@ def test_persistent_loader_workers_give_each_epoch_its_own_draws():
             for row, (_, i) in enumerate(keys):
                 ds.set_epoch(epoch)
                 assert torch.equal(batch["image"][row], ds[i]["image"]), (epoch, i)
+
+
+def test_benchmark_train_reports_the_pipeline_the_step_and_the_estimate(tmp_path):
+    """posecli benchmark --train on CPU with a small arch: the JSON's fields (not the timings, which vary by machine)."""
+    out = tmp_path / "train.json"
+    res = runner.invoke(app, ["benchmark", "--train", "--arch", "hrnet-small", "--set", "model.input_size=[64,96]",
+                              "--set", "model.heatmap_size=[16,24]", "--batch-sizes", "4", "--workers", "0,1",
+                              "--precision", "fp32,fp16", "--repeats", "1", "--warmup", "1", "--device", "cpu", "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    r = json.loads(out.read_text())
+    assert r["preset"] == {"name": "coco", "arch": "hrnet-small", "input_size": [64, 96], "batch_size": 64, "epochs": 210, "workers": 2}
+    assert set(r["stages_ms"]) == {"decode", "augment", "warp", "targets"} and all(v > 0 for v in r["stages_ms"].values())
+    assert [(x["workers"], x["batch_size"]) for x in r["loader"]] == [(0, 4), (1, 4)]
+    assert all(x["samples_per_s"] > 0 and x["samples"] == (4 * x["workers"] + 4) * 4 for x in r["loader"])
+    fp32, fp16 = r["steps"]
+    assert fp32["setting"] == "fp32 channels-last" and fp32["samples_per_s"] > 0 and fp32["steps"] == 1
+    assert len(fp32["losses"]) == 2 and all(0 < v < 1e3 for v in fp32["losses"])
+    assert fp16["samples_per_s"] is None and "needs CUDA" in fp16["skipped"]
+    assert r["instances"] == 149_813 and "coco 149,813" in r["instances_source"]
+    (e,) = r["estimates"]
+    assert e["bound"] == "step" and e["devices"] == 8 and e["hours"] == pytest.approx(e["hours_one_device"] / 8)
+    assert e["hours_one_device"] == pytest.approx(210 * 149_813 / e["samples_per_s"] / 3600)
+    assert "linear scaling" in r["assumption"] and "estimate" in res.output and "Traceback" not in res.output
+
+
+def test_gpu_check_runs_in_its_cpu_mode(tmp_path):
+    """benchmarks/gpu_check.sh without a GPU: every check runs at tiny sizes (DDP is skipped: needs 2 GPUs)."""
+    out = tmp_path / "gpu_check.json"
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--cpu", "--out", str(out)],
+                          env=_env(PYTHON=sys.executable), capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["mode"] == "cpu" and r["ok"] and list(r["checks"]) == ["eval", "train", "inference", "loader", "ddp"]
+    ev = r["checks"]["eval"]
+    assert ev["max_abs_diff_mmpose"] <= 1e-3 and ev["device"]["AP"] == pytest.approx(ev["cpu"]["AP"])
+    (run,) = r["checks"]["train"]["runs"].values()  # bf16 where this CPU has it, else fp32
+    assert run["finite"] and run["falling"] and run["samples_per_s"] > 0
+    assert {row["crops_per_s"] > 0 for row in r["checks"]["inference"]["runs"].values()} == {True}
+    assert [x["workers"] for x in r["checks"]["loader"]["runs"]] == [1, 2]
+    assert "needs 2 GPUs" in r["checks"]["ddp"]["skipped"] or "no GPUs" in r["checks"]["ddp"]["skipped"]

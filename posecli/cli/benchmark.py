@@ -10,7 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from posecli.choices import Backend, Network, Precision
-from posecli.cli.common import Device, console, device_option, out, user_errors
+from posecli.cli.benchmark_train import train_benchmark
+from posecli.cli.common import Device, console, device_option, given, out, user_errors
+from posecli.engine import distributed
 from posecli.engine.bench.run import BenchmarkResult, load_benchmark_model, requested_settings, run_benchmark
 from posecli.engine.inference import InferenceSettings
 from posecli.engine.runtimes import installed_runtimes
@@ -30,6 +32,12 @@ def comma_list(text: str, flag: str, parse=str) -> list:
     return list(dict.fromkeys(values))
 
 
+def nonnegative_int(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"{text!r} is not a whole number >= 0")
+    return int(text)
+
+
 def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"{text!r} is not a positive integer")
@@ -38,6 +46,7 @@ def positive_int(text: str) -> int:
 
 @user_errors
 def benchmark(
+    ctx: typer.Context,
     weights: Annotated[Optional[Path], typer.Option("--weights", "-w", help="Weights file; without it, a random model of --arch/--layout (speed does not depend on the weights).")] = None,
     arch: Annotated[str, typer.Option(help="Architecture of the random model (hrnet-w32, hrnet-w48, hrnet-small).")] = "hrnet-w32",
     layout: Annotated[str, typer.Option(help="Keypoint layout of the random model (coco, aic, coco-aic).")] = "coco",
@@ -48,12 +57,17 @@ def benchmark(
     network: Annotated[str, typer.Option(help="Comma-separated networks: auto (eval's and predict's default), plain, folded, onednn, compiled.")] = "auto",
     chunk: Annotated[Optional[int], typer.Option(min=0, show_default="the network's own on CPU", help="Crops per network call, 0 = the whole batch.")] = None,
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Flip test: two forwards per crop, as eval runs.")] = False,
-    compare: Annotated[bool, typer.Option(help="Also time the plain network and each speed network (folded, onednn, compiled), interleaved.")] = False,
+    compare: Annotated[bool, typer.Option(help="Also time the plain network and each speed network (folded, onednn, compiled), interleaved; with --train, NCHW and compiled fp32 steps.")] = False,
     pipeline: Annotated[bool, typer.Option(help="Also time the pipeline on the bundled sample images and detector boxes.")] = False,
     out_file: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write all figures to this JSON file.")] = None,
     warmup: Annotated[int, typer.Option(min=1, help="Untimed calls before timing.")] = 2,
     repeats: Annotated[int, typer.Option(min=1, help="Timed calls (medians are reported).")] = 5,
     budget: Annotated[float, typer.Option(min=0.0, help="Seconds one measurement may take; slow settings get fewer repeats.")] = 120.0,
+    train: Annotated[bool, typer.Option("--train", help="Time training instead: the data pipeline for each --workers count and the training step per --precision (default all) at the preset's batch size (or --batch-sizes), and the preset's estimated wall time.")] = False,
+    preset: Annotated[Optional[str], typer.Option(show_default="coco", help="With --train: the preset to time (its arch, input size, augmentation, batch size, epochs).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="With --train: preset override key=value; repeatable.")] = None,
+    workers: Annotated[Optional[str], typer.Option(show_default="1, 2, 4, ... up to the cores", help="With --train: comma-separated DataLoader worker counts.")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help="With --train: the preset's data, to count its training instances for the estimate.")] = None,
 ):
     """Speed and memory of the model and of the whole pipeline, against this device's measured peak.
 
@@ -64,7 +78,19 @@ def benchmark(
       posecli benchmark -w model.safetensors --flip --precision fp32,bf16 --out bench.json
 
       posecli benchmark --batch-sizes 32 --backend all --precision all
+
+      posecli benchmark --train --preset coco --workers 1,2,4,8 --out train_bench.json
     """
+    if train:
+        overrides = list(set_ or []) + ([f"model.arch={arch}"] if given(ctx, "arch") else [])
+        if out_file is not None:
+            check_output(out_file, [])
+        train_benchmark(preset, overrides, distributed.process_device(device_option(device)),
+                        comma_list(workers, "--workers", nonnegative_int) if workers else None,
+                        comma_list(precision, "--precision", lambda t: Precision.parse(t, "precision")) if given(ctx, "precision") and precision != "all" else None,
+                        comma_list(batch_sizes, "--batch-sizes", positive_int) if given(ctx, "batch_sizes") else None,
+                        compare, warmup, repeats, budget, data_root, out_file)  # fmt: skip
+        return
     sizes = comma_list(batch_sizes, "--batch-sizes", positive_int)
     precisions = [] if precision == "all" else comma_list(precision, "--precision", lambda t: Precision.parse(t, "precision"))
     networks = comma_list(network, "--network", lambda t: Network.parse(t, "network"))
