@@ -259,3 +259,25 @@ def test_gpu_check_runs_in_its_cpu_mode(tmp_path):
     assert {row["crops_per_s"] > 0 for row in r["checks"]["inference"]["runs"].values()} == {True}
     assert [x["workers"] for x in r["checks"]["loader"]["runs"]] == [1, 2]
     assert "needs 2 GPUs" in r["checks"]["ddp"]["skipped"] or "no GPUs" in r["checks"]["ddp"]["skipped"]
+
+
+def test_a_resumed_run_shows_each_step_once_in_tensorboard(tmp_path):
+    """The killed run logged steps 5-6 after its checkpoint at 4; the resumed one logs them again. TensorBoard
+    (its own reader, which applies purge_step) shows each step once (the optional tensorboard extra)."""
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    from posecli.engine.curves import MetricsLog
+
+    first = MetricsLog(tmp_path / "metrics.jsonl")
+    for i in range(1, 7):
+        first.write({"kind": "train", "iteration": i, "loss": 1.0 / i})
+    first.tb.close()
+    resumed = MetricsLog(tmp_path / "metrics.jsonl", keep=4, purge_step=5)
+    for i in range(5, 9):
+        resumed.write({"kind": "train", "iteration": i, "loss": 2.0 / i})
+    resumed.tb.close()
+    assert len(list((tmp_path / "tensorboard").glob("events.*"))) == 2
+    acc = accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    points = [(s.step, round(s.value, 6)) for s in acc.Scalars("train/loss")]
+    assert points == [(i, round((1.0 if i < 5 else 2.0) / i, 6)) for i in range(1, 9)]
+    assert [r["iteration"] for r in records(tmp_path)] == list(range(1, 9))

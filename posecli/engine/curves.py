@@ -15,18 +15,21 @@ from posecli import plots
 from posecli.fileio import append_text, atomic_path
 
 
-def _tensorboard(folder: Path):
+def _tensorboard(folder: Path, purge_step: int | None):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional
         return None
-    return SummaryWriter(str(folder))
+    # A resumed run logs again the steps after its checkpoint: purge_step makes TensorBoard drop the
+    # killed run's events from that step on (they sit in the previous event file), so each step shows once.
+    return SummaryWriter(str(folder), purge_step=purge_step)
 
 
 class MetricsLog:
-    """Appends records to ``metrics.jsonl``; on resume keeps the first ``keep`` (those the checkpoint had seen)."""
+    """Appends records to ``metrics.jsonl``; on resume keeps the first ``keep`` (those the checkpoint had seen),
+    and TensorBoard hides the earlier events from step ``purge_step`` on."""
 
-    def __init__(self, path: Path, enabled: bool = True, keep: int = 0):
+    def __init__(self, path: Path, enabled: bool = True, keep: int = 0, purge_step: int | None = None):
         self.path, self.enabled = Path(path), enabled
         self.count, self.train, self.val = 0, [], []
         self.tb = None
@@ -44,7 +47,7 @@ class MetricsLog:
             Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in kept))
         for r in kept:
             self._remember(r)
-        self.tb = _tensorboard(self.path.parent / "tensorboard")
+        self.tb = _tensorboard(self.path.parent / "tensorboard", purge_step)
 
     def _remember(self, record: dict) -> None:
         self.count += 1

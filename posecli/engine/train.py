@@ -338,7 +338,8 @@ def setup(preset_name: str | None, overrides: list[str], opts: RunOptions, log: 
     # Each rank keeps its own BN statistics between syncs (RunningStats), as MMPose's DDP wrapper does.
     net = DistributedDataParallel(model, forward_sync_buffers=False) if d.world > 1 else model
     net = torch.compile(net) if opts.compile else net  # DDP first: dynamo then splits the graph at its buckets
-    metrics = MetricsLog(workdir / "metrics.jsonl", enabled=d.main, keep=state.log_records if blob else 0)
+    metrics = MetricsLog(workdir / "metrics.jsonl", enabled=d.main, keep=state.log_records if blob else 0,
+                         purge_step=state.iteration + 1 if blob else None)  # the first iteration this run logs
     if d.main:
         write_text(workdir / "preset.yaml", yaml.safe_dump(_lists(preset.to_dict()), sort_keys=False))
     lr0 = base_lr(cfg, global_batch(preset, d.world))
