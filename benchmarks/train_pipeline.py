@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from posecli.augment import affine_crop
-from posecli.data.dataset import Instances, TrainDataset, build_train_dataset, read_image, worker_init
+from posecli.data.dataset import Instances, TrainDataset, build_train_dataset, read_image, fork_safe_opencv
 from posecli.presets import load_preset
 
 # MMPose 1.3.2's train pipeline on the same sample, one core, measured by benchmarks/mmpose/train_speed.py
@@ -74,7 +74,8 @@ def stage_times(ds: TrainDataset, epoch: int) -> dict[str, tuple[float, float]]:
 def loader_rate(ds: TrainDataset, epoch: int, workers: int, batch_size: int) -> tuple[float, float]:
     """One epoch through a fresh DataLoader iterator -> (samples/s including worker start, after the first batch)."""
     ds.set_epoch(epoch)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers, worker_init_fn=worker_init,
+    fork_safe_opencv()
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
                                          generator=torch.Generator().manual_seed(epoch))  # fmt: skip
     start = time.perf_counter()
     n = first = 0

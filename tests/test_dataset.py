@@ -10,6 +10,7 @@ import copy
 import json
 import re
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -17,7 +18,7 @@ from conftest import COCO_ANN, COCO_IMAGES, SAMPLE
 from test_augment import ARRAYS, GEOMETRY, ScriptedDraws
 
 from posecli.codec import HeatmapCodec
-from posecli.data.dataset import SAMPLE_ROOT, TrainDataset, build_train_dataset, load_instances, worker_init
+from posecli.data.dataset import SAMPLE_ROOT, TrainDataset, build_train_dataset, fork_safe_opencv, load_instances
 from posecli.errors import UserError
 from posecli.layouts import get_layout
 from posecli.presets import AugmentCfg, Source, load_preset
@@ -198,7 +199,11 @@ def test_items_depend_only_on_seed_epoch_and_index():
 def test_dataloader_workers_give_the_same_items():
     ds = build_train_dataset(load_preset("coco"), None, seed=0, sample=True)
     ds.set_epoch(2)
-    loader = torch.utils.data.DataLoader(ds, batch_size=6, num_workers=2, worker_init_fn=worker_init)
+    image = np.zeros((1500, 1500, 3), np.uint8)
+    cv2.setNumThreads(2)
+    cv2.warpAffine(image, np.float32([[1, 0.1, 0], [0.1, 1, 0]]), (1200, 1200))  # OpenCV's thread pool now runs here
+    fork_safe_opencv()  # workers forked from a process whose OpenCV pool ran must not touch it (they hung)
+    loader = torch.utils.data.DataLoader(ds, batch_size=6, num_workers=2, timeout=120)
     for start, batch in zip(range(0, len(ds), 6), loader):
         for key in batch:
             assert torch.equal(batch[key], torch.stack([ds[i][key] for i in range(start, start + 6)]))

@@ -286,8 +286,13 @@ class TrainDataset(torch.utils.data.Dataset):
         return item
 
 
-def worker_init(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one OpenCV thread per worker (the workers are the parallelism)."""
+def fork_safe_opencv() -> None:
+    """Call before a DataLoader forks its workers: one OpenCV thread here, which the workers inherit.
+
+    OpenCV's thread pool does not survive fork: a worker that sets its own thread count on a pool
+    the parent has used waits forever (seen on opencv-python 4.x). So the parent drops to one
+    thread before forking, and the workers, which are the parallelism, inherit that.
+    """
     cv2.setNumThreads(1)
 
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -26,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from posecli import sample as bundled
 from posecli.choices import ScoreMode
 from posecli.data.coco import Boxes, CocoFile, gt_boxes, read_coco, read_detections
-from posecli.data.dataset import sample_preset_paths
+from posecli.data.dataset import fork_safe_opencv, sample_preset_paths
 from posecli.data.images import check_images, decode_image, describe_bad
 from posecli.engine import distributed
 from posecli.engine.cocometric import KeypointStat, coco_keypoint_eval, coco_results, rescore, select_instances
@@ -175,8 +174,10 @@ def predict_boxes(predictor: Predictor, coco: CocoFile, images_dir: Path, boxes:
                         "check --images / --data-root")  # fmt: skip
     dataset = ImageCrops(paths, box_ids, boxes.xyxy, predictor.codec.input_size)
     batches = crop_batches([len(b) for b in box_ids], batch_size)
+    if workers:
+        fork_safe_opencv()  # workers run side by side; OpenCV's own threads would oversubscribe the cores
     loader = DataLoader(dataset, batch_sampler=batches, collate_fn=concat_crops, num_workers=workers,
-                        worker_init_fn=_one_thread, pin_memory=predictor.device.type == "cuda")  # fmt: skip
+                        pin_memory=predictor.device.type == "cuda")  # fmt: skip
     n = sum(len(b) for b in box_ids)
     K = predictor.num_keypoints
     index = np.concatenate(box_ids) if box_ids else np.zeros(0, np.int64)
@@ -226,10 +227,6 @@ def default_workers(device: torch.device) -> int:
     workers is 1.06x two workers on the 118 sample boxes and 1.03x on 4 times as many.
     """
     return 0 if device.type == "cpu" else 2
-
-
-def _one_thread(_worker_id: int) -> None:
-    cv2.setNumThreads(1)  # workers run side by side; OpenCV's own threads would oversubscribe the cores
 
 
 def evaluate(predictor: Predictor | str | Path, ann_file: str | Path, images_dir: str | Path,

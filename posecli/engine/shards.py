@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from posecli.data.dataset import worker_init
+from posecli.data.dataset import fork_safe_opencv
 from posecli.presets import Preset
 
 
@@ -98,6 +98,8 @@ def make_loader(dataset: torch.utils.data.Dataset, workers: int, device: torch.d
     """The run's DataLoader: workers started once and kept (as MMPose's persistent_workers), pinned batches on CUDA."""
     chunks = EpochChunks()
     keep = {"persistent_workers": True, "prefetch_factor": LOADER_PREFETCH} if workers else {}
+    if workers:
+        fork_safe_opencv()
     loader = torch.utils.data.DataLoader(EpochItems(dataset), batch_sampler=chunks, num_workers=workers,
-                                         worker_init_fn=worker_init, pin_memory=device.type == "cuda", **keep)  # fmt: skip
+                                         pin_memory=device.type == "cuda", **keep)  # fmt: skip
     return chunks, loader

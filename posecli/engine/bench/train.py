@@ -227,7 +227,7 @@ def run_train_benchmark(preset: Preset, device: torch.device, *, workers: list[i
     notes.append(f"data: the bundled sample's {persons} persons of {len(ds.instances.image_paths)} images, "
                  f"x{len(ds) // persons} (each copy its own draws)")  # fmt: skip
     progress("pipeline stages, this process")
-    cv2.setNumThreads(1)  # as each loader worker runs (dataset.worker_init)
+    cv2.setNumThreads(1)  # as each loader worker runs (dataset.fork_safe_opencv)
     stage_times(ds, min(len(ds), 16))  # warm-up: file cache, allocator
     stages = stage_times(ds, min(len(ds), 120))
     loaders = []
