@@ -55,7 +55,7 @@ def predict(
     precision: PrecisionOption = Precision.FP32,
     backend: BackendOption = Backend.AUTO,
 ):
-    """Keypoints for images, folders and videos: drawn pictures and JSON.
+    """Keypoints for images, folders, videos, cameras and streams: drawn pictures and JSON.
 
     Examples:
 
