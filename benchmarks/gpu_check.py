@@ -86,8 +86,9 @@ def check_eval(device: torch.device) -> dict:
             "device": here, "cpu": cpu}  # fmt: skip
 
 
-def check_train(device: torch.device, mode: dict) -> dict:
-    """AMP training steps on real sample batches: finite, falling losses; samples/s per precision."""
+def check_train(device: torch.device, mode: dict, compiled: bool = False) -> dict:
+    """AMP training steps on real sample batches: finite, falling losses; samples/s per precision
+    (``compiled``: also the first AMP precision with the network compiled, its compile time included)."""
     preset = load_preset("coco", mode["overrides"])
     ds = build_train_dataset(preset, None, 0, sample=True)
     ds.instances = bench_train.repeated(ds.instances, max(1, -(-8 * mode["batch"] // len(ds))))
@@ -100,23 +101,25 @@ def check_train(device: torch.device, mode: dict) -> dict:
     if device.type == "cpu" and bench_train.step_problem(Precision.BF16, device):
         amp = [Precision.FP32]  # a CPU without bf16: no AMP to check, the step itself still is
     out = {"arch": preset.model.arch, "batch": b, "steps": mode["train_steps"], "runs": {}}
-    for precision in amp:
+    for precision, compile_it in [(p, False) for p in amp] + ([(amp[0], True)] if compiled else []):
+        name = f"{precision} compiled" if compile_it else str(precision)
         problem = bench_train.step_problem(precision, device)
         if problem:
-            out["runs"][str(precision)] = {"skipped": problem}
+            out["runs"][name] = {"skipped": problem}
             continue
-        r = bench_train.stepper(copy.deepcopy(net), info, device, precision, True, False)
+        r = bench_train.stepper(copy.deepcopy(net), info, device, precision, True, compile_it)
         batches_here = [bench_train.pinned(x, device) for x in batches]
-        losses, times = [], []
+        losses, times, first_s = [], [], None
         for i in range(mode["warmup"] + mode["train_steps"]):
             t0 = time.perf_counter()
             losses.append(train_step(r, [batches_here[i % len(batches_here)]], 5e-4))
+            first_s = first_s or time.perf_counter() - t0  # includes compiling, for a compiled network
             if i >= mode["warmup"]:
                 times.append(time.perf_counter() - t0)
         k = max(1, len(losses) // 10)
         finite = all(math.isfinite(v) for v in losses)
         falling = float(np.mean(losses[-k:])) < float(np.mean(losses[:k]))
-        out["runs"][str(precision)] = {"ok": finite and falling, "finite": finite, "falling": falling,
+        out["runs"][name] = {"ok": finite and falling, "finite": finite, "falling": falling, "first_step_s": first_s,
                                        "loss_first": losses[:k], "loss_last": losses[-k:], "samples_per_s": b / float(np.median(times)),
                                        "scale": r.scaler.get_scale() if r.scaler else None}  # fmt: skip
     out["ok"] = all(run.get("ok", True) for run in out["runs"].values()) and any("ok" in run for run in out["runs"].values())
@@ -187,12 +190,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("gpu_check.json"))
     ap.add_argument("--cpu", action="store_true", help="the quick CPU mode even where there is a GPU")
     ap.add_argument("--ddp-on-cpu", action="store_true", help="in CPU mode, also run the 2-process check with gloo")
+    ap.add_argument("--compile", action="store_true", help="also time a compiled training step (1-2 more minutes)")
     args = ap.parse_args()
     gpu = torch.cuda.is_available() and not args.cpu
     device, mode = torch.device("cuda" if gpu else "cpu"), MODES["gpu" if gpu else "cpu"]
     report = {"mode": "gpu" if gpu else "cpu", "machine": machine_info(device), "checks": {}}
     start = time.perf_counter()
-    steps = {"eval": lambda: check_eval(device), "train": lambda: check_train(device, mode),
+    steps = {"eval": lambda: check_eval(device), "train": lambda: check_train(device, mode, args.compile),
              "inference": lambda: check_inference(device, mode), "loader": lambda: check_loader(device, mode),
              "ddp": lambda: check_ddp(device, args.ddp_on_cpu)}  # fmt: skip
     for name, step in steps.items():

@@ -4,9 +4,9 @@
 
 The pipeline is MMPose's own (LoadImage through GenerateTarget and PackPoseInputs, from the
 installed w32 config) on the bundled COCO sample's 12 persons, item by item in one process with
-one OpenCV and one torch thread, as posecli's ``benchmarks/train_pipeline.py`` times its own.
+one OpenCV and one torch thread, as ``posecli benchmark --train`` times its own pipeline's stages.
 The step is ``model.train_step`` with Adam (lr 5e-4) on 8 of those items, as
-``benchmarks/train_step.py`` times posecli's.
+``posecli benchmark --train --batch-sizes 8`` times posecli's.
 """
 
 from __future__ import annotations

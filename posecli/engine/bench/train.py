@@ -171,25 +171,30 @@ def pinned(batch: dict, device: torch.device) -> dict:
     return {k: v.pin_memory() for k, v in batch.items()} if device.type == "cuda" else batch
 
 
-def time_steps(setting: StepRun, r: SimpleNamespace, batches: list[dict], warmup: int, repeats: int, budget_s: float) -> None:
-    """Warm-up steps, then timed ones (each synchronised by ``train_step``'s ``.item()``) until ``repeats`` or the budget."""
-    device = r.d.device
-    start = time.perf_counter()
-    setting.losses.append(train_step(r, [batches[0]], 5e-4))
-    setting.first_step_s = time.perf_counter() - start
-    for i in range(1, warmup):
-        setting.losses.append(train_step(r, [batches[i % len(batches)]], 5e-4))
-    times = []
+def time_steps(runs: list[tuple[StepRun, SimpleNamespace]], batches: list[dict], warmup: int, repeats: int,
+               budget_s: float) -> None:
+    """Warm-up steps for each setting, then timed steps interleaved across settings (a machine whose speed
+    drifts slows them all alike), until ``repeats`` each or a setting's budget. ``train_step`` ends with
+    ``.item()``: each step is synchronised."""
+    times: dict[int, list[float]] = {}
+    for k, (run, r) in enumerate(runs):
+        start = time.perf_counter()
+        run.losses.append(train_step(r, [batches[0]], 5e-4))
+        run.first_step_s = time.perf_counter() - start
+        for i in range(1, warmup):
+            run.losses.append(train_step(r, [batches[i % len(batches)]], 5e-4))
+        times[k] = []
     for i in range(repeats):
-        if sum(times) > budget_s:
-            break
-        t0 = time.perf_counter()
-        setting.losses.append(train_step(r, [batches[(warmup + i) % len(batches)]], 5e-4))
-        times.append(time.perf_counter() - t0)
-    p = np.percentile(np.asarray(times) * 1e3, [50, 90])
-    setting.step_ms = {"p50": float(p[0]), "p90": float(p[1])}
-    setting.steps, setting.samples_per_s = len(times), setting.batch_size / statistics.median(times)
-    setting.peak_memory_mb = peak_memory_mb(device, lambda: train_step(r, [batches[0]], 5e-4))
+        for k, (run, r) in enumerate(runs):
+            if sum(times[k]) < budget_s:
+                t0 = time.perf_counter()
+                run.losses.append(train_step(r, [batches[(warmup + i) % len(batches)]], 5e-4))
+                times[k].append(time.perf_counter() - t0)
+    for k, (run, r) in enumerate(runs):
+        p = np.percentile(np.asarray(times[k]) * 1e3, [50, 90])
+        run.step_ms = {"p50": float(p[0]), "p90": float(p[1])}
+        run.steps, run.samples_per_s = len(times[k]), run.batch_size / statistics.median(times[k])
+        run.peak_memory_mb = peak_memory_mb(r.d.device, lambda: train_step(r, [batches[0]], 5e-4))
 
 
 def step_settings(precisions: list[Precision], compare: bool) -> list[tuple[Precision, bool, bool]]:
@@ -243,20 +248,21 @@ def run_train_benchmark(preset: Preset, device: torch.device, *, workers: list[i
         items = [ds[i % len(ds)] for i in range(2 * b)]
         batches = [pinned({k: torch.stack([it[k] for it in items[s : s + b]]) for k in ("image", "heatmaps", "weights")}, device)
                    for s in (0, b)]  # fmt: skip
+        runs = []
         for precision, channels_last, compiled in step_settings(precisions, compare):
             label = " ".join([str(precision), "channels-last" if channels_last else "NCHW"] + ["compiled"] * compiled)
             run = StepRun(label, str(precision), channels_last, compiled, b)
             steps.append(run)
             run.skipped = step_problem(precision, device)
-            if run.skipped:
-                continue
-            progress(f"step, {label}, batch {b}" + (" (compiling first)" if compiled else ""))
-            r = stepper(copy.deepcopy(net), info, device, precision, channels_last, compiled)
-            try:
-                time_steps(run, r, batches, warmup, repeats, budget_s)
-            except torch.OutOfMemoryError:
-                run.skipped = f"out of memory at batch {b}"
-            del r
+            if not run.skipped:
+                runs.append((run, stepper(copy.deepcopy(net), info, device, precision, channels_last, compiled)))
+        progress(f"step, batch {b}: " + ", ".join(run.setting for run, _ in runs) + (" (compiling first)" if compare else ""))
+        try:
+            time_steps(runs, batches, warmup, repeats, budget_s)
+        except torch.OutOfMemoryError:
+            for run, _ in runs:
+                run.skipped, run.samples_per_s = f"out of memory at batch {b}", None
+        del runs
     notes += [f"step {s.setting}, batch {s.batch_size}: not run, {s.skipped}" for s in steps if s.skipped]
     estimates, assumption = estimate(preset, instances, steps, loaders)
     machine = machine_info(device) | {"cpu_taken_by_others": cpu_use.others()}
