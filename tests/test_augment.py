@@ -234,6 +234,16 @@ def test_draws_depend_only_on_their_key_in_any_process():
     code = "import json; from posecli.augment import Draws; print(json.dumps([Draws(3, 1, 4).uniform(), *Draws(3, 1, 4).truncnorm(4).tolist()]))"
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        run = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).parent.parent, capture_output=True, text=True, check=True)
+        run = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).parent, capture_output=True, text=True, check=True)
         assert json.loads(run.stdout) == here
     assert Draws(3, 1, 5).uniform() != here[0] and Draws(3, 2, 4).uniform() != here[0]
+
+
+def test_subprocesses_import_the_package_the_suite_tests():
+    """The suite's subprocesses run from tests/, so `python -m posecli` finds the installed package (as a user's
+    shell would), not a checkout in the working folder."""
+    import posecli
+
+    run = subprocess.run([sys.executable, "-c", "import posecli; print(posecli.__file__)"], cwd=Path(__file__).parent,
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert Path(run.stdout.strip()).resolve() == Path(posecli.__file__).resolve()

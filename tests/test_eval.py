@@ -289,7 +289,8 @@ def test_torchrun_two_processes_give_mmposes_metrics(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
            "-m", "posecli", "eval", "-w", str(CKPT17), "--ann", str(COCO_ANN), "--images", str(COCO_IMAGES),
            "--boxes", str(COCO_DET), "--workers", "0", "--out", str(tmp_path)]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          cwd=tmp_path)  # the installed posecli, not a checkout in the working folder  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
     expected = list(json.loads((REF / "eval" / "coco17" / "metrics_det_flip.json").read_text()).values())

@@ -146,8 +146,8 @@ main()
 
 def killed(args: list, at: str, nth: int = 1) -> None:
     """Run ``posecli ARGS`` in a subprocess that SIGKILLs itself as it renames the ``nth`` file named ``at``."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", KILL_AT=at, KILL_NTH=str(nth))
-    proc = subprocess.run([sys.executable, "-c", KILLER, *map(str, args)], env=env, cwd=REPO, capture_output=True, timeout=240)
+    env = dict(os.environ, OMP_NUM_THREADS="1", KILL_AT=at, KILL_NTH=str(nth))
+    proc = subprocess.run([sys.executable, "-c", KILLER, *map(str, args)], env=env, cwd=REPO / "tests", capture_output=True, timeout=240)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
 
 

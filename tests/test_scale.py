@@ -60,7 +60,7 @@ def _free_port() -> int:
 
 def _env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RESTART_COUNT")}
-    return dict(env, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", **extra)
+    return dict(env, OMP_NUM_THREADS="1", **extra)
 
 
 def test_a_killed_worker_is_restarted_by_torchrun_and_the_run_ends_as_if_never_stopped(tmp_path):
@@ -73,10 +73,10 @@ def test_a_killed_worker_is_restarted_by_torchrun_and_the_run_ends_as_if_never_s
         [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2", "--max-restarts", "1",
          "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", "--monitor-interval", "0.1",
          str(REPO / "tests" / "scale_fault.py"), *common, "--out", str(tmp_path / "elastic")],
-        env=_env(POSECLI_TEST_FAULT_RANK="1", POSECLI_TEST_FAULT_ITERATION="4"), cwd=REPO,
+        env=_env(POSECLI_TEST_FAULT_RANK="1", POSECLI_TEST_FAULT_ITERATION="4"), cwd=REPO / "tests",
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     one = subprocess.run([sys.executable, "-m", "posecli", "train", *common, "--batch-size", "8", "--micro-batches", "2",
-                          "--out", str(tmp_path / "one")], env=_env(), cwd=REPO, capture_output=True, timeout=300)  # fmt: skip
+                          "--out", str(tmp_path / "one")], env=_env(), cwd=REPO / "tests", capture_output=True, timeout=300)  # fmt: skip
     _, err = elastic.communicate(timeout=300)
     err = err.decode()
     assert one.returncode == 0, one.stderr.decode()[-2000:]

@@ -103,8 +103,8 @@ def _free_port() -> int:
 
 
 def _run(args: list[str], **kw) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")  # as torchrun sets it per process
-    return subprocess.Popen([sys.executable, *args], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # as torchrun sets it per process
+    return subprocess.Popen([sys.executable, *args], env=env, cwd=REPO / "tests", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
 
 
 def _finish(proc: subprocess.Popen) -> None:
