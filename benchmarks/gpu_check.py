@@ -43,7 +43,6 @@ from posecli.engine.evaluate import eval_data, evaluate
 from posecli.engine.inference import InferenceSettings, Predictor
 from posecli.engine.train import train_step
 from posecli.data.dataset import build_train_dataset
-from posecli.layouts import get_layout
 from posecli.presets import load_preset
 from posecli.weights import ModelInfo
 
