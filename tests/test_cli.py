@@ -19,6 +19,7 @@ import posecli.cli.predict as cli_predict
 import posecli.cli.train as cli_train
 import posecli.data.aic as aic
 import posecli.data.remap as remap
+from posecli import sample
 from posecli.choices import Backend, Decode, Network, Nms, Precision, ScoreMode
 from posecli.cli import app
 from posecli.engine.predict import Summary
@@ -67,7 +68,7 @@ def test_eval_defaults_are_mmposes(eval_calls):
     assert (settings.flip, settings.decode, settings.batch_size, settings.network) == (True, Decode.STANDARD, 32, Network.AUTO)
     assert (settings.precision, settings.backend, settings.shift_heatmap) == (Precision.FP32, Backend.AUTO, True)
     call = evaluated.last
-    assert call.args[1:] == (COCO_ANN, COCO_IMAGES, COCO_DET)
+    assert call.args[1:] == (sample.COCO_ANN, sample.COCO_IMAGES, sample.COCO_DET)  # the installed package's sample
     assert (call.kwargs["nms"], call.kwargs["nms_thr"], call.kwargs["min_box_score"]) == (Nms.OKS, 0.9, 0.0)
     assert call.kwargs["score_mode"] == ScoreMode.BBOX_KEYPOINT and call.kwargs["keypoint_score_thr"] == 0.2
     assert call.kwargs["workers"] is None and call.kwargs["out_dir"] is None and not call.kwargs["skip_bad_images"]
