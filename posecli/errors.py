@@ -18,12 +18,17 @@ def option(name: str) -> str:
     return f"\u27e8{name}\u27e9"
 
 
+def spell_options(text: str, spell: Callable[[str], str] = lambda name: name) -> str:
+    """``text`` with each ``option(name)`` spelled by ``spell``; for messages that are not errors (notes, warnings)."""
+    return _OPTION.sub(lambda m: spell(m[1]), text)
+
+
 class UserError(Exception):
     """Bad input the user can fix: say which file or record, what is wrong and what to do."""
 
     def render(self, spell: Callable[[str], str] = lambda name: name) -> str:
         """The message with each ``option(name)`` spelled by ``spell`` (the CLI: as its flag)."""
-        return _OPTION.sub(lambda m: spell(m[1]), super().__str__())
+        return spell_options(super().__str__(), spell)
 
     def __str__(self) -> str:
         return self.render()

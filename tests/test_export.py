@@ -79,7 +79,7 @@ def test_metadata_carries_what_posecli_weights_carry(flip_graph):
 def test_a_graph_with_the_flip_test_inside_refuses_to_run_without_it(flip_graph):
     result = runner.invoke(app, ["eval", "-w", str(flip_graph[0]), "--sample", "--no-flip"])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "has the flip test inside its graph (exported with --flip), so it cannot run without it" in said(result)
+    assert "has the flip test inside its graph (exported with it), so it cannot run without it: keep the flip test (--flip)" in said(result)
 
 
 def test_a_graph_that_differs_from_torch_is_an_error_and_nothing_is_written(tmp_path, monkeypatch):
@@ -94,7 +94,7 @@ def test_a_graph_that_differs_from_torch_is_an_error_and_nothing_is_written(tmp_
     "args, message",
     [
         (["--batch", "8", "--dynamic-batch"], "--dynamic-batch and --batch: give one"),
-        (["--opset", "9"], "--opset 9: choose 11 to 20"),
+        (["--opset", "9"], "opset (--opset) 9: choose 11 to 20"),
         (["-o", "model.pt"], "name the output .onnx"),
     ],
 )

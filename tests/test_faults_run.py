@@ -241,7 +241,7 @@ def test_disk_full_at_the_first_checkpoint_says_so_and_the_run_can_start_again(t
     assert time.time() - start < 30 and temps(workdir) == [] and not (workdir / "last.safetensors").exists()
     full_disk(lambda name: False)  # space freed
     res = cli("train", "--resume", "--out", workdir)
-    fails(res, 1, "no training state to resume from", "stopped before its first checkpoint", "without --resume")
+    fails(res, 1, "no training state to resume from", "stopped before its first checkpoint", "without resuming (--resume)")
     res = cli("train", *TINY, "--out", workdir)
     assert res.exit_code == 0, res.output
 

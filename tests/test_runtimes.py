@@ -134,7 +134,7 @@ def test_precisions_that_would_be_emulated_or_do_not_exist_are_refused(monkeypat
     for backend in (Backend.TORCH, Backend.OPENVINO):
         assert "AMX or AVX512-BF16" in runtimes.precision_problem(backend, Precision.BF16, cpu)
     net, info = load_model(CKPT17)
-    with pytest.raises(UserError, match="--precision bf16 with --backend torch on cpu: bf16 needs a CPU with AMX"):
+    with pytest.raises(UserError, match=r"precision bf16 \(precision\) on backend torch on cpu: bf16 needs a CPU with AMX"):
         Predictor.from_model(net, info, InferenceSettings(device="cpu", precision="bf16"))
     monkeypatch.setattr(runtimes, "cpu_bf16", lambda: "AVX512-BF16")
     assert runtimes.precision_problem(Backend.OPENVINO, Precision.BF16, cpu) is None
@@ -151,7 +151,7 @@ def test_missing_extra_is_one_clear_error(monkeypatch, graphs, models):
     monkeypatch.setattr(runtimes.importlib, "import_module", no_runtimes)
     net, info = models["coco17"]
     for backend, extra in (("onnxruntime", "posecli[onnx]"), ("openvino", "posecli[openvino]")):
-        with pytest.raises(UserError, match=rf'--backend {backend}: .* is not installed; pip install "{extra}"'.replace("[", r"\[")):
+        with pytest.raises(UserError, match=rf'backend {backend} \(backend\): .* is not installed; pip install "{extra}"'.replace("[", r"\[")):
             Predictor.from_model(net, info, InferenceSettings(device="cpu", backend=backend))
 
 
@@ -159,7 +159,7 @@ def test_graphs_without_posecli_metadata_and_torch_on_a_graph_are_refused(graphs
     pytest.importorskip("onnxruntime")
     with pytest.raises(UserError, match="without posecli's metadata"):
         Predictor.from_graph(graphs["coco17"], InferenceSettings(backend="onnxruntime"))
-    with pytest.raises(UserError, match="runs on --backend onnxruntime or openvino"):
+    with pytest.raises(UserError, match=r"runs on the onnxruntime or openvino backend \(backend\)"):
         Predictor.from_weights(onnx_files["coco17"], InferenceSettings(backend="torch"))
     with pytest.raises(UserError, match="network folded is a way to run torch's network"):
         Predictor.from_weights(onnx_files["coco17"], InferenceSettings(network="folded"))
@@ -174,7 +174,7 @@ def test_benchmark_times_each_backend_and_precision_and_notes_the_refused(models
     asked = requested_settings(base, [Precision.FP32, Precision.BF16], [Network.AUTO], False, (Backend.TORCH, Backend.ONNXRUNTIME))
     kept, notes = runnable(asked, torch.device("cpu"))
     assert [s.label for s in kept] == ["fp32 auto", "onnxruntime fp32", "bf16 auto"]
-    assert notes == ["onnxruntime bf16: not run, ONNX Runtime's CPU kernels compute in fp32; bf16 runs on --backend openvino or torch"]
+    assert notes == ["onnxruntime bf16: not run, ONNX Runtime's CPU kernels compute in fp32; bf16 runs on the openvino or torch backend"]
     result = runner.invoke(app, ["benchmark", "--backend", "torch,tensorrt"])
     assert result.exit_code == 1 and "choose one of auto, torch, onnxruntime, openvino" in said(result)
 

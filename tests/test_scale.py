@@ -104,7 +104,7 @@ def finished_run(tmp_path_factory) -> tuple[Path, str]:
 
 def test_amp_and_syncbn_on_cpu_are_noted_and_kept_by_the_checkpoint(finished_run, tmp_path):
     folder, output = finished_run
-    assert "bf16 on CPU" in output and "--sync-bn in one process: nothing to synchronise" in output
+    assert "bf16 on CPU" in output and "synchronised BatchNorm (--sync-bn) in one process: nothing to synchronise" in output
     run = torch.load(folder / "last.state.pt", weights_only=True)["run"]
     assert run["precision"] == "bf16" and run["sync_bn"] is True and all(r["loss"] > 0 for r in records(folder))
     res = runner.invoke(app, ["train", "--preset", "coco", *TINY, "--precision", "fp16", "--device", "cpu", "--out", str(tmp_path)])

@@ -93,7 +93,7 @@ def test_presets_train_on_the_sample(preset, layout, merge_run, tmp_path):
 def test_sample_notes_what_it_changes(merge_run):
     res = cli("--preset", "coco-aic-merge", *TINY, "--epochs", "1", "--out", str(merge_run / "again"))
     assert res.exit_code == 0
-    assert "--sample: model.arch=hrnet-small" in one_line(res)
+    assert "the bundled sample (--sample): model.arch=hrnet-small" in one_line(res)
 
 
 def _free_port() -> int:

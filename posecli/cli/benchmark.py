@@ -11,7 +11,7 @@ from rich.table import Table
 
 from posecli.choices import Backend, Network, Precision
 from posecli.cli.benchmark_train import train_benchmark
-from posecli.cli.common import Device, console, device_option, given, out, user_errors
+from posecli.cli.common import Device, console, device_option, given, out, shown, user_errors
 from posecli.engine import distributed
 from posecli.engine.bench.run import BenchmarkResult, load_benchmark_model, requested_settings, run_benchmark
 from posecli.engine.inference import InferenceSettings
@@ -154,4 +154,4 @@ def print_result(r: BenchmarkResult) -> None:
         "of a matmul sampled between the timed calls (BN, ReLU, additions and memory traffic are not counted, so 100% is "
         "out of reach). rel. diff = max |heatmaps - plain fp32| / max |plain fp32|, smallest batch.")  # fmt: skip
     for note in r.notes:
-        say(f"- {note}")
+        say(f"- {shown(note)}")

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from posecli.choices import Precision
-from posecli.cli.common import console, out
+from posecli.cli.common import console, out, shown
 from posecli.engine.bench.train import TrainBenchmark, default_workers, run_train_benchmark
 from posecli.fileio import write_json
 from posecli.presets import load_preset
@@ -63,4 +63,4 @@ def print_train_result(r: TrainBenchmark) -> None:
     say(table)
     say(f"assumption: {r.assumption}")
     for note in r.notes:
-        say(f"- {note}")
+        say(f"- {shown(note)}")

@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from posecli.choices import Backend, Decode, Network, Nms, Precision
 from posecli.devices import device_problem
-from posecli.errors import UserError
+from posecli.errors import UserError, spell_options
 
 console = Console(stderr=True)
 out = Console()
@@ -20,12 +20,17 @@ out = Console()
 
 # Library parameters whose flag is not simply --the-name-with-dashes.
 FLAGS = {"source": "--from", "target": "--to", "workdir": "--out", "out_dir": "--out", "images_dir": "--images",
-         "resume": "--resume", "use_gt_boxes": "--gt-boxes"}  # fmt: skip
+         "resume": "--resume", "use_gt_boxes": "--gt-boxes", "overrides": "--set"}  # fmt: skip
 
 
 def flag(name: str) -> str:
     """A library parameter's command-line spelling: ``data_root`` -> ``--data-root``."""
     return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def shown(text: str) -> str:
+    """A library note or warning as the user reads it: parameters spelled as flags, no rich markup."""
+    return escape(spell_options(text, flag))
 
 
 def user_errors(fn: Callable) -> Callable:

@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 from posecli.choices import Backend, Decode, Network, Nms, Precision
-from posecli.cli.common import (BackendOption, BatchSize, DecodeOption, Device, Flip, MinBoxScore, NetworkOption, NmsOption,
+from posecli.cli.common import (shown, BackendOption, BatchSize, DecodeOption, Device, Flip, MinBoxScore, NetworkOption, NmsOption,
                                 NmsThr, PrecisionOption, Weights, console, device_option, given, out, user_errors)  # fmt: skip
 from posecli.engine import distributed
 from posecli.engine.cocometric import METRIC_NAMES
@@ -103,7 +102,7 @@ def evaluate(
     if not main:
         return
     for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+        console.print(f"[yellow]warning:[/] {shown(warning)}", highlight=False)
     if result.metrics:
         _print(result, published)
         if out_dir:

@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from posecli.choices import Backend, Decode, Network, Nms, Precision
-from posecli.cli.common import (BackendOption, BatchSize, DecodeOption, Device, Flip, MinBoxScore, NetworkOption, NmsOption,
+from posecli.cli.common import (shown, BackendOption, BatchSize, DecodeOption, Device, Flip, MinBoxScore, NetworkOption, NmsOption,
                                 NmsThr, PrecisionOption, Weights, console, device_option, out, user_errors)  # fmt: skip
 from posecli.engine.inference import InferenceSettings
 from posecli.engine.predict import PredictConfig
@@ -86,7 +85,7 @@ def predict(
             bar.update(task, completed=done, total=total or None)  # 0: a live source, no end known
 
         def warn(message: str) -> None:
-            bar.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
+            bar.console.print(f"[yellow]warning:[/] {shown(message)}", highlight=False)
 
         summary = run_predict(cfg, progress, warn)  # its outputs are one unit: all of them, or the previous ones
     count = summary.images + summary.frames

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from posecli.choices import Precision
-from posecli.cli.common import Device, console, device_option, out, user_errors
+from posecli.cli.common import Device, console, device_option, out, shown, user_errors
 from posecli.engine.train import RunOptions
 from posecli.engine.train import train as run_training
 
@@ -24,7 +23,7 @@ class TrainView:
     def __call__(self, e: dict) -> None:
         kind = e["kind"]
         if kind == "note":
-            console.print(f"[yellow]note:[/] {escape(e['text'])}", highlight=False)
+            console.print(f"[yellow]note:[/] {shown(e['text'])}", highlight=False)
         elif kind == "start":
             how = f"resuming in epoch {e['epoch'] + 1} after step {e['step']}" if e["resumed"] else "new run"
             console.print(f"[bold]train[/] {e['preset']}: {e['arch']}, {e['instances']} instances, {e['world']} "

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from posecli.errors import UserError
+from posecli.errors import UserError, option
 from posecli.fileio import atomic_paths, write_bytes
 from posecli.weights import ModelInfo, read_pth
 
@@ -87,8 +87,8 @@ def load_state(path: Path) -> dict:
     if not path.is_file():
         started = (path.parent / "metrics.jsonl").is_file() and path.name == "last.state.pt"
         why = (f"{path.parent} holds a run that stopped before its first checkpoint (nothing to resume); start it "
-               "again without --resume" if started else "start a new run without --resume (or give --resume-from "
-               "the .state.pt file of the run)")  # fmt: skip
+               f"again without resuming ({option('resume')})" if started else f"start a new run without resuming "
+               f"({option('resume')}), or give the .state.pt file of the run ({option('resume_from')})")  # fmt: skip
         raise UserError(f"{path}: no training state to resume from; {why}")
     blob = read_pth(path, stand_ins=False)  # weights_only's rules; refuses code, names a damaged file
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
@@ -190,11 +190,11 @@ def load_backbone(model: torch.nn.Module, path: str | Path) -> BackboneLoad:
 
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"--init-backbone {path}: no such file (posecli never downloads weights; give a local .pth)")
+        raise UserError(f"backbone weights ({option('init_backbone')}) {path}: no such file (posecli never downloads weights; give a local .pth)")
     raw = read_pth(path)
     tensors = raw.get("state_dict", raw) if isinstance(raw, dict) else None
     if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
-        raise UserError(f"--init-backbone {path}: expected a dict of tensors (or one under 'state_dict')")
+        raise UserError(f"backbone weights ({option('init_backbone')}) {path}: expected a dict of tensors (or one under 'state_dict')")
     own = model.backbone.state_dict()
     matched, ignored, mismatched = {}, [], []
     for key, value in tensors.items():
@@ -209,7 +209,7 @@ def load_backbone(model: torch.nn.Module, path: str | Path) -> BackboneLoad:
     missing = [k for k in wanted if k not in matched]
     if len([k for k in matched if k in wanted]) < 0.5 * len(wanted):
         example = mismatched[0] if mismatched else (ignored[0] if ignored else "the file is empty")
-        raise UserError(f"--init-backbone {path}: only {len(matched)} of the backbone's {len(wanted)} tensors match "
+        raise UserError(f"backbone weights ({option('init_backbone')}) {path}: only {len(matched)} of the backbone's {len(wanted)} tensors match "
                         f"(e.g. {example}); is it an HRNet of the preset's width ({len(mismatched)} shape conflicts)?")  # fmt: skip
     model.backbone.load_state_dict(matched, strict=False)
     return BackboneLoad(len(matched), len(wanted), ignored, mismatched, missing)

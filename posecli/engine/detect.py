@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from posecli.errors import UserError
+from posecli.errors import UserError, option
 from posecli.geometry import xyxy_to_xywh
 
 NMS_IOU = 0.45  # YOLOX's usual test-time IoU threshold
@@ -229,7 +229,7 @@ def make_detector(spec: str, min_score: float = 0.3):
         return HogDetector()
     if spec.lower().endswith(".onnx"):
         return OnnxYoloxDetector(Path(spec), min_score)
-    raise UserError(f"--detector {spec!r}: use hog, none, or the path of a YOLOX-style .onnx person detector")
+    raise UserError(f"detector ({option('detector')}) {spec!r}: use hog, none, or the path of a YOLOX-style .onnx person detector")
 
 
 def onnx_input_size(path: str | Path) -> tuple[int, int] | None:

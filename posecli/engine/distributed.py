@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 
 from posecli.devices import parse_device
-from posecli.errors import UserError
+from posecli.errors import UserError, option
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def process_device(name: str | None, where: Launch | None = None) -> torch.devic
     if device.index is not None:
         if where.world > 1:
             raise UserError(f"device {name!r}: under torchrun each process takes the GPU of its LOCAL_RANK; "
-                            "give --device cuda (or auto), or cpu")  # fmt: skip
+                            f"give the device ({option('device')}) as cuda (or auto), or cpu")  # fmt: skip
         return device
     count = torch.cuda.device_count()
     if where.local_rank >= count:

@@ -30,7 +30,7 @@ from posecli.data.images import check_images, decode_image, describe_bad
 from posecli.engine import distributed
 from posecli.engine.cocometric import KeypointStat, coco_keypoint_eval, coco_results, rescore, select_instances
 from posecli.engine.inference import Crops, Predictor, crop_boxes
-from posecli.errors import UserError
+from posecli.errors import UserError, option
 from posecli.fileio import atomic_paths, write_text
 from posecli.geometry import box_center_scale, fix_aspect_ratio
 from posecli.layouts import Layout
@@ -171,7 +171,7 @@ def predict_boxes(predictor: Predictor, coco: CocoFile, images_dir: Path, boxes:
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise UserError(f"{len(missing)} image(s) with boxes not found under {images_dir}, e.g. {missing[0]}; "
-                        "check --images / --data-root")  # fmt: skip
+                        f"check the image folder ({option('images_dir')}) or the data root ({option('data_root')})")  # fmt: skip
     dataset = ImageCrops(paths, box_ids, boxes.xyxy, predictor.codec.input_size)
     batches = crop_batches([len(b) for b in box_ids], batch_size)
     if workers:
@@ -254,7 +254,7 @@ def evaluate(predictor: Predictor | str | Path, ann_file: str | Path, images_dir
     if bad:
         message = describe_bad(bad, len(paths), f"images with boxes under {images_dir}")
         if not skip_bad_images:
-            raise UserError(f"{message}. Replace them, or pass --skip-bad-images to evaluate without them "
+            raise UserError(f"{message}. Replace them, or skip them ({option('skip_bad_images')}) to evaluate without them "
                             "(and without their ground truth)")  # fmt: skip
         boxes, coco, _ = _without_images(boxes, coco, paths, bad, message)
         warnings.append(_left_out(message, coco))

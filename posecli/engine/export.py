@@ -21,7 +21,7 @@ from posecli.choices import Backend
 from posecli.data.coco import gt_boxes, read_coco
 from posecli.engine import runtimes
 from posecli.engine.inference import InferenceSettings, Predictor, crop_boxes
-from posecli.errors import UserError
+from posecli.errors import UserError, option
 from posecli.fileio import check_output, write_bytes
 from posecli.weights import ModelInfo, load_model
 
@@ -77,7 +77,7 @@ def export_onnx(weights: str | Path, out: str | Path, *, flip: bool = False, bat
     if out.suffix.lower() != ".onnx":
         raise UserError(f"{out}: name the output .onnx (posecli tells a graph from weights by the name)")
     if batch is not None and batch < 1:
-        raise UserError(f"--batch {batch}: must be a positive integer (or leave it out for any batch size)")
+        raise UserError(f"batch ({option('batch')}) {batch}: must be a positive integer (or leave it out for any batch size)")
     check_output(out, [weights])
     checker = next(iter(runtimes.installed_runtimes()), None)
     if checker is None:

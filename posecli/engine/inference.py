@@ -20,7 +20,7 @@ from posecli.choices import Backend, Decode, Network, Precision
 from posecli.codec import HeatmapCodec
 from posecli.engine import runtimes
 from posecli.devices import parse_device
-from posecli.errors import UserError
+from posecli.errors import UserError, option
 from posecli.geometry import box_center_scale, fix_aspect_ratio, input_to_image, warp_image, warp_matrix
 from posecli.layouts import LAYOUTS, Layout
 from posecli.models import onednn
@@ -189,7 +189,7 @@ class Predictor:
         backend = runtimes.resolve_backend(settings.backend, graph=True)
         if settings.network != Network.AUTO:
             raise UserError(f"network {settings.network} is a way to run torch's network; an ONNX graph on {backend} "
-                            "runs as exported (leave out --compile / --network)")  # fmt: skip
+                            f"runs as exported (leave the network ({option('network')}) at auto)")  # fmt: skip
         device = runtimes.runtime_device(backend, settings.device)
         runner = runtimes.make_runner(backend, graph, settings.precision, device, where)
         meta = meta or runtimes.read_metadata(runner.metadata(), where)
@@ -197,8 +197,8 @@ class Predictor:
             raise UserError(f"{where} has MMPose's flip test (with its heatmap shift) inside its graph; it cannot run "
                             "the flip test without the shift")  # fmt: skip
         if meta.flip and not settings.flip:
-            raise UserError(f"{where} has the flip test inside its graph (exported with --flip), so it cannot run "
-                            "without it: drop --no-flip, or export again without --flip")  # fmt: skip
+            raise UserError(f"{where} has the flip test inside its graph (exported with it), so it cannot run "
+                            f"without it: keep the flip test ({option('flip')}), or export again without it")  # fmt: skip
         info, layout = meta.info, LAYOUTS[meta.info.layout]
         flip_outside = layout.flip_indices if settings.flip and not meta.flip else None
         chunk = settings.chunk or None

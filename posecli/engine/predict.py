@@ -34,7 +34,7 @@ from posecli.engine.detect import make_detector
 from posecli.engine.inference import InferenceSettings, Predictor
 from posecli.engine.sources import IMAGE_EXTS, VIDEO_EXTS, Inputs, describe, expand_inputs, frame_count, open_video  # noqa: F401
 from posecli.engine.track import People, assign_ids, boxes_from_keypoints
-from posecli.errors import UserError
+from posecli.errors import UserError, option
 from posecli.fileio import atomic_path, one_unit, read_json, write_bytes, write_json
 from posecli.geometry import box_center_scale, fix_aspect_ratio, xywh_to_xyxy, xyxy_to_xywh
 
@@ -90,7 +90,7 @@ def read_det_file(det_path: Path, images: list[Path], ann_path: Path | None = No
         known = sorted(by_id)[:5]
         raise UserError(f"{det_path}: no person box for any of the {len(images)} given images (its image ids start "
                         f"{known}); it is a det file for other images. Match images by numeric file name "
-                        "(000000000785.jpg -> 785) or pass --ann with the annotations that name them")  # fmt: skip
+                        "(000000000785.jpg -> 785) or give the annotations that name them ({option('ann')})")  # fmt: skip
     return out
 
 
@@ -222,9 +222,9 @@ class PredictConfig:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: must be a positive whole number")
         if self.max_frames is not None and self.max_frames < 1:
-            raise UserError(f"--max-frames {self.max_frames}: must be a positive whole number")
+            raise UserError(f"max frames ({option('max_frames')}) {self.max_frames}: must be a positive whole number")
         if self.format not in FORMATS:
-            raise UserError(f"--format {self.format!r}: use one of {', '.join(FORMATS)}")
+            raise UserError(f"format ({option('format')}) {self.format!r}: use one of {', '.join(FORMATS)}")
 
 
 @dataclass
@@ -338,7 +338,8 @@ def _predict(cfg: PredictConfig, progress: Callable[[int, int], None], warn: Cal
         raise UserError("nothing to predict: " + "; ".join(inputs.problems))
     if cfg.boxes is not None and (inputs.videos or inputs.streams):
         first = (inputs.videos + inputs.streams)[0]
-        raise UserError(f"--boxes gives boxes for images, not for videos or streams ({describe(first)}); use --detector for those")
+        raise UserError(f"a detection file ({option('boxes')}) gives boxes for images, not for videos or streams "
+                        f"({describe(first)}); use a detector ({option('detector')}) for those")
     names = output_names(inputs, cfg.out)
     skips = Skips(str(cfg.boxes), "detector boxes") if cfg.boxes is not None else None
     det_boxes = read_det_file(cfg.boxes, inputs.images, cfg.ann, skips) if cfg.boxes is not None else None
@@ -500,7 +501,7 @@ def _live_video(path: Path, fps: float, size: tuple[int, int], tmp: Path | None 
     writer = cv2.VideoWriter(str(tmp or path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     try:
         if not writer.isOpened():
-            raise UserError(f"{path}: OpenCV cannot write an mp4v video here; --no-draw writes the JSON only")
+            raise UserError(f"{path}: OpenCV cannot write an mp4v video here; without drawing ({option('draw')}) the JSON is written")
         yield writer
     finally:
         writer.release()
@@ -523,7 +524,7 @@ def output_names(inputs: Inputs, out: Path) -> dict:
         used |= {name.lower(), Path(name).stem.lower()}
         names[source] = name
         if isinstance(source, Path) and (out / name).resolve() == source.resolve():
-            raise UserError(f"--out {out} would overwrite the input {source}; choose another output folder")
+            raise UserError(f"output ({option('out')}) {out} would overwrite the input {source}; choose another output folder")
     return names
 
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from posecli import __version__
 from posecli.choices import Backend, Precision
-from posecli.errors import UserError
+from posecli.errors import UserError, option
 from posecli.layouts import LAYOUTS
 from posecli.models.topdown import flip_back, normalise
 from posecli.weights import ModelInfo
@@ -72,7 +72,7 @@ def to_onnx(net: nn.Module, info: ModelInfo, flip: bool = False, batch: int | No
     same heatmaps (5e-7).
     """
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise UserError(f"--opset {opset}: choose {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
+        raise UserError(f"opset ({option('opset')}) {opset}: choose {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
     flip_indices = LAYOUTS[info.layout].flip_indices if flip else None
     graph = Graph(copy.deepcopy(net).float().cpu().eval(), info, flip_indices)
     w, h = info.input_size
@@ -159,7 +159,7 @@ def precision_problem(backend: Backend, precision: Precision, device: torch.devi
     if precision == Precision.FP32:
         return None
     if backend == Backend.ONNXRUNTIME:
-        return f"ONNX Runtime's CPU kernels compute in fp32; {precision} runs on --backend openvino or torch"
+        return f"ONNX Runtime's CPU kernels compute in fp32; {precision} runs on the openvino or torch backend"
     if backend == Backend.OPENVINO:
         device = torch.device("cpu")  # posecli runs OpenVINO on the CPU
     if device.type == "cuda":
@@ -179,7 +179,7 @@ def precision_problem(backend: Backend, precision: Precision, device: torch.devi
 def check_precision(backend: Backend, precision: Precision, device: torch.device) -> None:
     problem = precision_problem(backend, precision, device)
     if problem:
-        raise UserError(f"--precision {precision} with --backend {backend} on {device}: {problem}")
+        raise UserError(f"precision {precision} ({option('precision')}) on backend {backend} on {device}: {problem}")
 
 
 def installed(backend: Backend) -> bool:
@@ -195,7 +195,7 @@ def _runtime_module(backend: Backend):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise UserError(f"--backend {backend}: {name} is not installed; pip install \"{extra}\"") from None
+        raise UserError(f"backend {backend} ({option('backend')}): {name} is not installed; pip install \"{extra}\"") from None
 
 
 def _first_line(e: BaseException) -> str:
@@ -267,12 +267,12 @@ def runtime_device(backend: Backend, asked: str | None) -> torch.device:
     if backend == Backend.ONNXRUNTIME:
         has_cuda = "CUDAExecutionProvider" in module.get_available_providers()
         if wants_gpu and not has_cuda:
-            raise UserError(f"--device {asked}: this ONNX Runtime has no CUDA provider (install onnxruntime-gpu), "
-                            "or use --device cpu")  # fmt: skip
+            raise UserError(f"device {asked} ({option('device')}): this ONNX Runtime has no CUDA provider (install "
+                            "onnxruntime-gpu), or run on the cpu")  # fmt: skip
         return torch.device(asked if wants_gpu else "cuda" if has_cuda and torch.cuda.is_available() and asked != "cpu"
                             else "cpu")  # fmt: skip
     if wants_gpu:
-        raise UserError(f"--device {asked}: posecli runs OpenVINO on the CPU; use --device cpu, or another backend")
+        raise UserError(f"device {asked} ({option('device')}): posecli runs OpenVINO on the CPU; use the cpu, or another backend")
     return torch.device("cpu")
 
 
@@ -281,7 +281,7 @@ def resolve_backend(asked: Backend, graph: bool) -> Backend:
     if not graph:
         return Backend.TORCH if asked == Backend.AUTO else asked
     if asked == Backend.TORCH:
-        raise UserError("an exported .onnx runs on --backend onnxruntime or openvino; torch needs the weights "
+        raise UserError(f"an exported .onnx runs on the onnxruntime or openvino backend ({option('backend')}); torch needs the weights "
                         "file it was exported from")  # fmt: skip
     if asked == Backend.AUTO:
         found = installed_runtimes()

@@ -16,6 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from posecli.errors import option
+
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm", ".pnm"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"}
 URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")  # rtsp://, rtmp://, http(s)://, udp://, ...
@@ -56,7 +58,7 @@ def expand_inputs(specs: list[str], recursive: bool = False) -> Inputs:
             walk = path.rglob("*") if recursive else path.iterdir()
             found = sorted(p for p in walk if p.is_file() and p.suffix.lower() in kinds)
             if not found:
-                problems.append(f"{spec}: no images or videos in this folder" + ("" if recursive else " (--recursive looks in subfolders)"))
+                problems.append(f"{spec}: no images or videos in this folder" + ("" if recursive else f" (subfolders: {option('recursive')})"))
         elif glob.has_magic(spec):
             found = [Path(p) for p in sorted(glob.glob(spec, recursive=True))]
             found = [p for p in found if p.is_file() and p.suffix.lower() in kinds]

@@ -48,7 +48,7 @@ from posecli.engine.evaluate import eval_data, evaluate, image_problems
 from posecli.engine.inference import InferenceSettings, Predictor
 from posecli.engine.schedule import base_lr, lr_at
 from posecli.engine.shards import EpochChunks, RunningStats, epoch_batches, global_batch, make_loader
-from posecli.errors import UserError
+from posecli.errors import UserError, option
 from posecli.fileio import check_folder, write_text
 from posecli.layouts import get_layout
 from posecli.models.hrnet import build_model
@@ -157,11 +157,12 @@ def resolve_preset(name: str | None, overrides: list[str], opts: RunOptions, blo
     the ones that would change what the run computes)."""
     if name is None:
         if blob is None:
-            raise UserError("no --preset: name one of the bundled presets (coco, coco-aic-merge, coco-aic-combine) or a .yaml")
+            raise UserError(f"no preset ({option('preset')}): name one of the bundled presets (coco, coco-aic-merge, coco-aic-combine) or a .yaml")
         return preset_from_dict(apply_overrides(_lists(blob["preset"]), list(overrides)))
     extra = SAMPLE_SETTINGS if opts.sample else []
     if extra and blob is None:
-        log({"kind": "note", "text": "--sample: " + ", ".join(extra) + " (override with --set)"})
+        log({"kind": "note", "text": f"the bundled sample ({option('sample')}): " + ", ".join(extra)
+             + f" (override them with {option('overrides')})"})  # fmt: skip
     return load_preset(name, extra + list(overrides))
 
 
@@ -176,8 +177,8 @@ def check_workdir(workdir: Path, resuming: bool) -> None:
     its first step, with an empty log, may be started again)."""
     log = workdir / "metrics.jsonl"
     if not resuming and (state_path(workdir, "last").exists() or (log.is_file() and log.stat().st_size > 0)):
-        raise UserError(f"{workdir} holds another run (last.state.pt / metrics.jsonl); continue it with --resume, "
-                        "or give a new --workdir")  # fmt: skip
+        raise UserError(f"{workdir} holds another run (last.state.pt / metrics.jsonl); continue it ({option('resume')}), "
+                        f"or give a new run folder ({option('workdir')})")  # fmt: skip
 
 
 def restart_resume(opts: RunOptions, d: Dist, log: Event) -> RunOptions:
@@ -213,7 +214,7 @@ def check_validation_images(preset: Preset, opts: RunOptions, log: Event) -> Non
     if bad:
         message = describe_bad(bad, total, "validation images")
         if not opts.skip_bad_images:
-            raise UserError(f"{message}. Replace them, or pass --skip-bad-images to train and validate without them")
+            raise UserError(f"{message}. Replace them, or skip them ({option('skip_bad_images')}) to train and validate without them")
         log({"kind": "note", "text": f"{message}; validation leaves them out, with their ground truth"})
 
 
@@ -232,12 +233,12 @@ def check_speed_options(opts: RunOptions, d: Dist, log: Event) -> None:
     if opts.precision == Precision.FP16 and d.device.type != "cuda":
         raise UserError(f"fp16 training needs a CUDA device (float16 with a GradScaler); on {d.device} use bf16 or fp32")
     if opts.precision == Precision.BF16 and d.device.type == "cpu":
-        log({"kind": "note", "text": "bf16 on CPU: fast only with AMX or AVX512-BF16 (posecli benchmark --train measures it)"})
+        log({"kind": "note", "text": "bf16 on CPU: fast only with AMX or AVX512-BF16 (the training benchmark measures it)"})
     if opts.sync_bn and d.world > 1 and d.device.type != "cuda":
-        raise UserError("--sync-bn synchronises BatchNorm across GPUs (torch's SyncBatchNorm runs on CUDA only); on CPU "
+        raise UserError(f"synchronised BatchNorm ({option('sync_bn')}) synchronises BatchNorm across GPUs (torch's SyncBatchNorm runs on CUDA only); on CPU "
                         "train without it: BatchNorm statistics are averaged across ranks at each epoch end, as MMPose does")  # fmt: skip
     if opts.sync_bn and d.world == 1:
-        log({"kind": "note", "text": "--sync-bn in one process: nothing to synchronise, plain BatchNorm"})
+        log({"kind": "note", "text": f"synchronised BatchNorm ({option('sync_bn')}) in one process: nothing to synchronise, plain BatchNorm"})
 
 
 @dataclass
@@ -397,7 +398,7 @@ def first_step(r: Run, parts: list[dict], lr: float) -> float:
         if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
             raise
         raise UserError(f"torch.compile could not build the training step ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:200]}); train without --compile") from e  # fmt: skip
+                        f"{str(e).splitlines()[0][:200]}); train without compiling ({option('compile')})") from e  # fmt: skip
 
 
 def epoch_chunks(r: Run, epoch: int) -> int:
