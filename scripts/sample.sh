@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # From a fresh clone to a trained, evaluated and drawn model on the bundled sample, in one command:
-#   bash scripts/sample.sh            # ~2 minutes on 2 CPU cores; everything lands in .venv/ and runs/sample/
+#   bash scripts/sample.sh            # minutes on a CPU; everything lands in .venv/ and runs/sample/
 # TORCH="torch==2.13.0" is the CPU build; set TORCH to the build that suits your machine (CUDA, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
