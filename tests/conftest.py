@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from typer.testing import CliRunner
 
 DATA = Path(__file__).parent / "data"
 REF = DATA / "reference"
@@ -27,3 +29,32 @@ def first5():
 def first2_19():
     d = REF / "first2_cocoaic19"
     return json.loads((d / "first2_cocoaic19_index.json").read_text()), np.load(d / "first2_cocoaic19_arrays.npz")
+
+
+# hrnet-small at 64x96 on the bundled sample, no augmentation that costs time: 3 steps an epoch, seconds a run.
+TINY_RUN = ["--sample", "--batch-size", "4"] + [a for kv in [
+    "model.input_size=[64,96]", "model.heatmap_size=[16,24]", "data.val.interval=1000", "test.batch_size=64",
+    "train.warmup_iters=5", "augment.rotate_prob=0", "augment.half_body_prob=0", "augment.scale_prob=0", "augment.shift_prob=0",
+] for a in ("--set", kv)]  # fmt: skip
+
+
+def cli(*args):
+    """``posecli ARGS`` through typer's runner, as a user types it."""
+    from posecli.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def said(result) -> str:
+    """What a command printed, with rich's line wrapping undone."""
+    return " ".join(result.output.split())
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One torch thread in every test module, as torchrun gives each process (OMP_NUM_THREADS=1): the same
+    sums, and on a shared 2-core machine no OpenMP threads waiting for a busy core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -19,14 +19,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from conftest import CKPT17, COCO_ANN, COCO_DET, COCO_IMAGES, DATA, SAMPLE
-from posecli.cli import app, common
+from conftest import said, cli, CKPT17, COCO_ANN, COCO_DET, COCO_IMAGES, DATA, SAMPLE
+from posecli.cli import common
 from posecli.data import dataset as dataset_module
 from posecli.data.images import image_problem
 
-runner = CliRunner()
 COCO = json.loads(COCO_ANN.read_text())
 DETS = json.loads(COCO_DET.read_text())
 AIC_RAW = DATA / "aic_raw" / "aic_raw_3.json"
@@ -44,22 +42,6 @@ def wide_console(monkeypatch):
     """Messages unwrapped, so that paths and phrases can be matched whole."""
     monkeypatch.setattr(common.console, "width", 2000)
     monkeypatch.setattr(common.out, "width", 2000)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # a shared 2-core machine: waiting OpenMP threads slow small steps down a lot
-    yield
-    torch.set_num_threads(before)
-
-
-def cli(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def said(result) -> str:
-    return " ".join(result.output.split())
 
 
 def failed(result, *words: str) -> str:

@@ -23,39 +23,16 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from conftest import CKPT17, COCO_DET, COCO_IMAGES, DATA, SAMPLE
+from conftest import said, cli, TINY_RUN, CKPT17, COCO_DET, COCO_IMAGES, DATA, SAMPLE
 from posecli import fileio
-from posecli.cli import app
 from posecli.engine.checkpoint import ID_KEY, load_state
 
-runner = CliRunner()
 REPO = Path(__file__).resolve().parent.parent
 AIC_RAW = DATA / "aic_raw" / "aic_raw_3.json"
 AIC_COCO = SAMPLE / "aic" / "test_aic.json"  # COCO format, AIC layout: input of remap
 IMAGE = COCO_IMAGES / "000000000785.jpg"
-TINY = ["--preset", "coco", "--sample", "--batch-size", "4", "--epochs", "2"] + [a for kv in [
-    "model.input_size=[64,96]", "model.heatmap_size=[16,24]", "data.val.interval=1000", "test.batch_size=64",
-    "train.warmup_iters=5", "augment.rotate_prob=0", "augment.half_body_prob=0", "augment.scale_prob=0", "augment.shift_prob=0",
-] for a in ("--set", kv)]  # fmt: skip  (as tests/test_train.py: 3 steps an epoch, seconds a run)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread, as the killed subprocesses use (OMP_NUM_THREADS=1): the same sums, the same weights."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def cli(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def said(result) -> str:
-    return " ".join(result.output.split())
+TINY = ["--preset", "coco", "--epochs", "2", *TINY_RUN]
 
 
 def fails(result, code: int, *words: str) -> str:

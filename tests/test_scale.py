@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY_RUN, said
 import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -29,23 +30,7 @@ from posecli.presets import load_preset
 runner = CliRunner()
 REPO = Path(__file__).resolve().parent.parent
 # As tests/test_train.py: hrnet-small at 64x96, no augmentation that costs time; 21 instances, 3 steps an epoch.
-TINY = ["--sample", "--batch-size", "4"] + [a for kv in [
-    "model.input_size=[64,96]", "model.heatmap_size=[16,24]", "data.val.interval=1000", "test.batch_size=64",
-    "train.warmup_iters=5", "augment.rotate_prob=0", "augment.half_body_prob=0", "augment.scale_prob=0", "augment.shift_prob=0",
-] for a in ("--set", kv)]  # fmt: skip
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread, as torchrun gives each of its processes (OMP_NUM_THREADS=1): the same sums."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def said(result) -> str:
-    return " ".join(result.output.split())
+TINY = TINY_RUN
 
 
 def records(folder: Path, kind: str = "train") -> list[dict]:

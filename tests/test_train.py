@@ -18,6 +18,7 @@ from pathlib import Path
 
 import cv2
 import pytest
+from conftest import TINY_RUN
 import torch
 from safetensors.torch import load_file, safe_open
 from typer.testing import CliRunner
@@ -32,19 +33,7 @@ from posecli.weights import load_model
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["--sample", "--batch-size", "4"] + [a for kv in [
-    "model.input_size=[64,96]", "model.heatmap_size=[16,24]", "data.val.interval=1000", "test.batch_size=64",
-    "train.warmup_iters=5", "augment.rotate_prob=0", "augment.half_body_prob=0", "augment.scale_prob=0", "augment.shift_prob=0",
-] for a in ("--set", kv)]  # fmt: skip
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine, OpenMP threads waiting for a busy core made steps ~80x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+TINY = TINY_RUN
 
 
 def records(workdir: Path, kind: str = "train") -> list[dict]:

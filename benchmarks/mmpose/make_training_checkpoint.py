@@ -95,7 +95,7 @@ def main() -> None:
         metrics = {k: float(v) for k, v in runner.val().items()}
     (args.out / "mmpose_val_metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     print(metrics)
-    ckpt = torch.load(args.out / "epoch_1.pth", map_location="cpu", weights_only=False)
+    ckpt = torch.load(args.out / "epoch_1.pth", map_location="cpu", weights_only=False)  # written just now, by MMPose
     print("raw keys:", sorted(ckpt), "| message_hub:", sorted(ckpt["message_hub"]), "| best:", [p.name for p in best])
     for name in ("epoch_1.pth", "epoch_1_published.pth"):
         print(f"{args.out / name}: {(args.out / name).stat().st_size:,} bytes")
