@@ -54,12 +54,12 @@ SMALL = ["model.arch=hrnet-small", "model.input_size=[64,96]", "model.heatmap_si
 TINY_TRAIN = ["--sample", "--epochs", "2"] + [a for kv in [
     "model.input_size=[64,96]", "model.heatmap_size=[16,24]", "data.val.interval=1000", "test.batch_size=64",
     "train.warmup_iters=5", "augment.rotate_prob=0", "augment.half_body_prob=0", "augment.scale_prob=0", "augment.shift_prob=0",
-] for a in ("--set", kv)]  # fmt: skip  (as tests/test_train.py's DDP test)
+] for a in ("--set", kv)]  # fmt: skip  (as tests/test_scale.py's DDP test)
 MODES = {  # what each mode runs: GPU sizes, and the quick CPU ones
     "gpu": {"overrides": [], "batch": 64, "train_steps": 200, "warmup": 10, "workers": [8, 16], "precisions": ["fp32", "bf16", "fp16"],
-            "network": "auto", "flip": True, "repeats": 5},
+            "network": "auto", "flip": True, "repeats": 5, "peak_s": 2.0},
     "cpu": {"overrides": SMALL, "batch": 4, "train_steps": 6, "warmup": 1, "workers": [1, 2], "precisions": ["fp32", "bf16"],
-            "network": "folded", "flip": False, "repeats": 1},  # the CPU's default (oneDNN) takes ~7 s to build on 2 cores
+            "network": "folded", "flip": False, "repeats": 1, "peak_s": 0.2},  # the CPU's default (oneDNN) takes ~7 s to build on 2 cores
 }  # fmt: skip
 
 
@@ -134,7 +134,7 @@ def check_inference(device: torch.device, mode: dict) -> dict:
     base = InferenceSettings(device=str(device), flip=mode["flip"])
     settings = requested_settings(base, precisions, [Network(mode["network"])], False)
     result = run_benchmark(net, info, "random", settings=settings, batch_sizes=[mode["batch"]], warmup=1,
-                           repeats=mode["repeats"], budget_s=30)  # fmt: skip
+                           repeats=mode["repeats"], budget_s=30, peak_s=mode["peak_s"])  # fmt: skip
     rows = {r.setting: {"crops_per_s": r.crops_per_s, "max_rel_diff": r.max_rel_diff, "skipped": r.skipped} for r in result.model_runs}
     return {"ok": any(r["crops_per_s"] for r in rows.values()), "batch": mode["batch"], "runs": rows, "notes": result.notes}
 
@@ -158,7 +158,7 @@ def check_ddp(device: torch.device, force_cpu: bool) -> dict:
     if device.type == "cuda" and torch.cuda.device_count() < 2:
         return {"ok": True, "skipped": f"needs 2 GPUs, this machine has {torch.cuda.device_count()}"}
     if device.type == "cpu" and not force_cpu:
-        return {"ok": True, "skipped": "no GPUs (--ddp-on-cpu runs it with gloo; tests/test_train.py does on every run)"}
+        return {"ok": True, "skipped": "no GPUs (--ddp-on-cpu runs it with gloo; tests/test_scale.py does on every run)"}
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     with tempfile.TemporaryDirectory() as tmp:
         common = ["--preset", "coco-aic-merge", *TINY_TRAIN, "--device", "cuda" if device.type == "cuda" else "cpu"]
@@ -178,7 +178,7 @@ def check_ddp(device: torch.device, force_cpu: bool) -> dict:
         weights = max((a[k].double() - b[k].double()).abs().max().item() for k in a)
         la, lb = losses(f"{tmp}/two"), losses(f"{tmp}/one")
         loss = max(abs(x - y) for x, y in zip(la, lb))
-    # gloo on CPU: 1e-6 (tests/test_train.py); NCCL with cuDNN's own algorithm choices: float order only, reported.
+    # gloo on CPU: 1e-6 (tests/test_scale.py); NCCL with cuDNN's own algorithm choices: float order only, reported.
     limit = 1e-6 if device.type == "cpu" else 1e-3
     return {"ok": len(la) == len(lb) and loss < 1e-4 and weights <= limit, "max_loss_diff": loss, "max_weight_diff": weights,
             "weight_tolerance": limit, "backend": "nccl" if device.type == "cuda" else "gloo"}  # fmt: skip

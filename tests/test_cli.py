@@ -19,10 +19,13 @@ import posecli.cli.predict as cli_predict
 import posecli.cli.train as cli_train
 import posecli.data.aic as aic
 import posecli.data.remap as remap
+import posecli.engine.train as engine_train
 from posecli import sample
 from posecli.choices import Backend, Decode, Network, Nms, Precision, ScoreMode
 from posecli.cli import app
 from posecli.engine.predict import Summary
+from posecli.engine.train import SAMPLE_SETTINGS
+from posecli.presets import load_preset
 
 runner = CliRunner()
 
@@ -121,27 +124,39 @@ def test_train_options_reach_the_library(train_calls, tmp_path):
     invoke("train", "--preset", "coco", "--data-root", tmp_path, "--out", tmp_path / "run", "--epochs", "3",
            "--batch-size", "4", "--workers", "1", "--set", "train.lr=1e-3", "--micro-batches", "2",
            "--checkpoint-iters", "5", "--amp", "--device", "cpu", "--skip-bad-images", "--init-backbone", CKPT17)  # fmt: skip
-    preset, overrides, opts = train_calls.last.args[:3]
-    assert preset == "coco"
-    assert overrides == ["train.lr=1e-3", "train.epochs=3", "train.batch_size=4", "train.workers=1"]
+    preset, opts = train_calls.last.args[:2]
+    assert preset == load_preset("coco", ["train.lr=1e-3", "train.epochs=3", "train.batch_size=4", "train.workers=1"])
     assert (opts.workdir, opts.data_root, opts.device, opts.micro_batches, opts.checkpoint_iters) == (
         tmp_path / "run", tmp_path, "cpu", 2, 5)  # fmt: skip
     assert opts.amp and opts.skip_bad_images and opts.init_backbone == CKPT17 and opts.resume is None
 
 
-def test_train_resume_and_resume_from(train_calls, tmp_path):
+def test_train_resume_takes_the_checkpoints_preset_with_the_overrides(train_calls, tmp_path, monkeypatch):
+    stored = load_preset("coco", ["train.lr=1e-4"]).to_dict()
+    monkeypatch.setattr(engine_train, "load_state", lambda path: {"preset": stored, "run": {"sample": True}})
     invoke("train", "--resume", "--out", tmp_path / "run", "--epochs", "9")
-    preset, overrides, opts = train_calls.last.args[:3]
-    assert preset is None and overrides == ["train.epochs=9"] and opts.resume == tmp_path / "run" / "last.state.pt"
-    invoke("train", "--resume-from", tmp_path / "run" / "best.state.pt")
-    opts = train_calls.last.args[2]
+    preset, opts = train_calls.last.args[:2]
+    assert preset == load_preset("coco", ["train.lr=1e-4", "train.epochs=9"])
+    assert opts.resume == tmp_path / "run" / "last.state.pt"
+    invoke("train", "--resume-from", tmp_path / "run" / "best.state.pt", "--preset", "coco")
+    preset, opts = train_calls.last.args[:2]
+    assert preset == load_preset("coco", SAMPLE_SETTINGS)  # a named preset with the checkpoint's sample mode
     assert opts.resume == tmp_path / "run" / "best.state.pt" and opts.workdir == tmp_path / "run"
 
 
-def test_train_sample_and_default_folder(train_calls):
-    invoke("train", "--preset", "coco-aic-merge", "--sample")
-    opts = train_calls.last.args[2]
+def test_train_sample_is_noted_before_training_and_picks_the_default_folder(train_calls):
+    result = runner.invoke(app, ["train", "--preset", "coco-aic-merge", "--sample", "--set", "train.epochs=2"])
+    assert result.exit_code == 0, result.output
+    assert "the bundled sample (--sample): model.arch=hrnet-small" in " ".join(result.output.split())
+    preset, opts = train_calls.last.args[:2]
+    assert preset == load_preset("coco-aic-merge", SAMPLE_SETTINGS + ["train.epochs=2"])
     assert opts.sample and opts.workdir == Path("runs") / "coco-aic-merge"
+
+
+def test_train_without_a_preset_or_a_run_to_resume_is_an_error(train_calls):
+    result = runner.invoke(app, ["train", "--resume-from", "nowhere/last.state.pt"])
+    assert result.exit_code == 1 and "no training state to resume from" in " ".join(result.output.split())
+    assert not train_calls.calls
 
 
 # --- predict ---------------------------------------------------------------------------------------------

@@ -10,8 +10,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from posecli.choices import Precision
 from posecli.cli.common import Device, console, device_option, out, shown, user_errors
-from posecli.engine.train import RunOptions
+from posecli.engine import distributed
+from posecli.engine.train import SAMPLE_SETTINGS, RunOptions, run_preset
 from posecli.engine.train import train as run_training
+from posecli.fileio import check_folder
 
 
 class TrainView:
@@ -114,8 +116,13 @@ def train(
     opts = RunOptions(workdir=workdir, data_root=data_root, sample=sample, resume=resume_path, init_backbone=init_backbone,
                       amp=amp, device=device, micro_batches=micro_batches, checkpoint_iters=checkpoint_iters,
                       skip_bad_images=skip_bad_images, precision=precision, compile=compile, sync_bn=sync_bn)  # fmt: skip
+    check_folder(workdir)  # before the checkpoint is read: an unusable run folder is the first thing to say
+    chosen = run_preset(preset, overrides, sample=sample, resume=resume_path)
+    if sample and resume_path is None and distributed.launch().main:  # under torchrun only rank 0 reports
+        console.print(f"[yellow]note:[/] the bundled sample (--sample): {', '.join(SAMPLE_SETTINGS)} (override them with --set)",
+                      highlight=False)  # fmt: skip
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.6f}  lr {task.fields[lr]:.2e}  data {task.fields[data]:.2f}s"),
                TimeRemainingColumn())  # fmt: skip
     with Progress(*columns, console=console) as bar:
-        run_training(preset, overrides, opts, TrainView(bar))
+        run_training(chosen, opts, TrainView(bar))

@@ -151,19 +151,21 @@ def setup_distributed(device: str | None) -> Dist:
     return Dist(rank, world, dev, where.restarts)
 
 
-def resolve_preset(name: str | None, overrides: list[str], opts: RunOptions, blob: dict | None, log: Event) -> Preset:
-    """The preset of this run: the named one (sample settings first, then the overrides), or else the
-    checkpoint's with the overrides (``train.epochs=N`` extends a resumed run; check_compatible refuses
-    the ones that would change what the run computes)."""
+def run_preset(name: str | None, overrides: list[str], sample: bool = False, resume: Path | None = None) -> Preset:
+    """The preset a run trains, from what its user names (the CLI's ``--preset``, ``--set``, ``--sample``).
+
+    A new run: the named preset (bundled, or a .yaml), the bundled sample's settings first when ``sample``
+    (``SAMPLE_SETTINGS``), then ``overrides``. Resuming (``resume``: a .state.pt) without a name: the
+    checkpoint's preset with ``overrides`` (``train.epochs=N`` extends the run); with a name, sample mode is
+    also the checkpoint's. ``train`` refuses a preset that would change what the checkpoint computes."""
+    blob = load_state(resume) if resume is not None else None
+    if blob is not None:
+        if name is None:
+            return preset_from_dict(apply_overrides(_lists(blob["preset"]), list(overrides)))
+        sample = sample or bool(blob["run"].get("sample"))
     if name is None:
-        if blob is None:
-            raise UserError(f"no preset ({option('preset')}): name one of the bundled presets (coco, coco-aic-merge, coco-aic-combine) or a .yaml")
-        return preset_from_dict(apply_overrides(_lists(blob["preset"]), list(overrides)))
-    extra = SAMPLE_SETTINGS if opts.sample else []
-    if extra and blob is None:
-        log({"kind": "note", "text": f"the bundled sample ({option('sample')}): " + ", ".join(extra)
-             + f" (override them with {option('overrides')})"})  # fmt: skip
-    return load_preset(name, extra + list(overrides))
+        raise UserError(f"no preset ({option('preset')}): name one of the bundled presets (coco, coco-aic-merge, coco-aic-combine) or a .yaml")
+    return load_preset(name, (SAMPLE_SETTINGS if sample else []) + list(overrides))
 
 
 def _lists(value):
@@ -272,7 +274,7 @@ class Run:
         distributed.barrier()
 
 
-def setup(preset_name: str | None, overrides: list[str], opts: RunOptions, log: Event) -> Run:
+def setup(preset: Preset, opts: RunOptions, log: Event) -> Run:
     """Preset, data, model (seeded init, or ImageNet backbone), optimiser; restored when resuming.
 
     Everything that can be checked is checked here, before the first step: device, values, the run folder.
@@ -294,7 +296,6 @@ def setup(preset_name: str | None, overrides: list[str], opts: RunOptions, log: 
         blob["run"].setdefault("sync_bn", False)
     opts = opts.resumed(blob["run"] if blob is not None else None, d.device)
     check_speed_options(opts, d, log)
-    preset = resolve_preset(preset_name, overrides, opts, blob, log)
     cfg = preset.train
     if cfg.batch_size % opts.micro_batches:
         raise UserError(f"batch size {cfg.batch_size} does not split into {opts.micro_batches} equal micro-batches")
@@ -411,10 +412,11 @@ def epoch_chunks(r: Run, epoch: int) -> int:
     return len(batches)
 
 
-def train(preset_name: str | None, overrides: list[str], opts: RunOptions, log: Event = lambda e: None) -> TrainResult:
-    """Train a preset; writes the run folder (see the CLI's help); -> the final state."""
+def train(preset: Preset, opts: RunOptions, log: Event = lambda e: None) -> TrainResult:
+    """Train ``preset`` (``run_preset`` resolves a name, overrides and the sample; resuming, it must be the
+    checkpoint's); writes the run folder (see the CLI's help); -> the final state."""
     log = log if distributed.launch().main else (lambda e: None)  # only rank 0 reports
-    r = setup(preset_name, overrides, opts, log)
+    r = setup(preset, opts, log)
     opts = r.opts  # with what a resumed run took from its checkpoint
     state, cfg, micro = r.state, r.preset.train, opts.micro_batches
     step_fn = first_step if opts.compile else train_step

@@ -139,10 +139,12 @@ def fastest(runs: list[ModelRun]) -> tuple[ModelRun | None, bool]:
 
 def run_benchmark(net: nn.Module, info: ModelInfo, source: str, *, settings: list[InferenceSettings],
                   batch_sizes: list[int], pipeline: bool = False, warmup: int = 2, repeats: int = 5,
-                  budget_s: float = 120.0, progress: Callable[[str], None] = lambda _: None) -> BenchmarkResult:  # fmt: skip
+                  budget_s: float = 120.0, peak_s: float = 2.0,
+                  progress: Callable[[str], None] = lambda _: None) -> BenchmarkResult:  # fmt: skip
     """Every setting at every batch size, then (``pipeline``) the sample images end to end with the fastest setting.
 
-    ``budget_s`` caps one measurement: a slow setting gets fewer timed calls, or none.
+    ``budget_s`` caps one measurement: a slow setting gets fewer timed calls, or none. ``peak_s``: how long
+    each peak at the start (matmul per precision, convolution) is sampled.
     """
     cpu_use, macs = CpuUse(), count_macs(net, info.input_size)
     device = pick_device(settings[0].device)
@@ -153,9 +155,9 @@ def run_benchmark(net: nn.Module, info: ModelInfo, source: str, *, settings: lis
     for precision in dict.fromkeys([Precision.FP32] + [s.precision for s in settings]):
         progress(f"matmul peak, {precision}")
         probes[precision] = MatmulProbe(device, precision)
-        peaks[precision] = probes[precision].peak()
+        peaks[precision] = probes[precision].peak(peak_s)
     progress("convolution peak, fp32")
-    conv = conv_peak(device)
+    conv = conv_peak(device, peak_s)
     w, h = info.input_size
     crops = np.random.default_rng(0).integers(0, 256, (max(batch_sizes), h, w, 3), dtype=np.uint8)
     progress("reference heatmaps (plain fp32)")
