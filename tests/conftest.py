@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
+
+# rich folds a word longer than the console (80 columns off a terminal): the long temporary paths of
+# pytest's workers would be cut in two inside the messages the tests read. Set before posecli.cli imports.
+os.environ["COLUMNS"] = "250"
 
 DATA = Path(__file__).parent / "data"
 REF = DATA / "reference"

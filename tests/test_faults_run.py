@@ -148,9 +148,13 @@ def pair_id(workdir: Path, name: str = "last") -> tuple[str, str]:
     return load_state(workdir / f"{name}.state.pt")[ID_KEY], weights_id
 
 
-def iterations(workdir: Path) -> list[int]:
+def iterations(workdir: Path, key: str = "iteration") -> list:
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    return [r["iteration"] for r in map(json.loads, lines) if r["kind"] == "train"]
+    return [r[key] for r in map(json.loads, lines) if r["kind"] == "train"]
+
+
+def losses(workdir: Path) -> list[float]:
+    return iterations(workdir, "loss")
 
 
 def test_train_killed_between_the_checkpoint_renames_resumes_exactly(tmp_path, reference):
@@ -167,6 +171,18 @@ def test_train_killed_between_the_checkpoint_renames_resumes_exactly(tmp_path, r
     assert temps(workdir) == [] and pair_id(workdir)[0] == pair_id(workdir)[1]
     assert iterations(workdir) == iterations(reference) == list(range(1, 7))  # nothing lost, nothing twice
     assert same_weights(workdir / "last.safetensors", reference / "last.safetensors")
+
+
+def test_train_killed_mid_epoch_resumes_from_its_iteration_checkpoint_exactly(tmp_path, reference):
+    """SIGKILL while the epoch-end checkpoint is renamed: the one of iteration 2 (mid-epoch 1) is the last
+    complete; resuming there ends bit for bit with the uninterrupted run's weights and losses."""
+    workdir, every2 = tmp_path / "run", ["--checkpoint-iters", "2"]
+    killed(["train", *TINY, *every2, "--out", workdir], at="last.state.pt", nth=3)  # 1: step 0, 2: iteration 2
+    res = cli("train", *TINY, *every2, "--out", workdir, "--resume")
+    assert res.exit_code == 0, res.output
+    assert "resuming in epoch 1 after step 2" in said(res)
+    assert iterations(workdir) == iterations(reference) == list(range(1, 7))
+    assert losses(workdir) == losses(reference) and same_weights(workdir / "last.safetensors", reference / "last.safetensors")
 
 
 CONVERSIONS = {"aic": ["convert", "aic", AIC_RAW, "-o"], "remap": ["convert", "remap", AIC_COCO, "--to", "coco", "-o"]}

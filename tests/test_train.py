@@ -1,5 +1,6 @@
-"""posecli train: short runs of every preset on the bundled sample, exact resume after SIGKILL,
-torchrun (2 processes) against 1 process with 2 micro-batches, the lr schedule, bad input.
+"""posecli train: short runs of every preset on the bundled sample, the data order, the lr schedule,
+bad input. torchrun against micro-batches is in tests/test_scale.py, SIGKILL and resume in
+tests/test_faults_run.py.
 
 Runs use hrnet-small at a 64x96 input, a 5-iteration warm-up and no rotation, half-body, scale or
 shift augmentation (a few dozen steps then lower the loss clearly), so that each takes seconds.
@@ -8,19 +9,12 @@ shift augmentation (a few dozen steps then lower the loss clearly), so that each
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import cv2
 import pytest
 from conftest import TINY_RUN
 import torch
-from safetensors.torch import load_file, safe_open
 from typer.testing import CliRunner
 
 from posecli.cli import app
@@ -32,7 +26,6 @@ from posecli.presets import TrainCfg
 from posecli.weights import load_model
 
 runner = CliRunner()
-REPO = Path(__file__).resolve().parent.parent
 TINY = TINY_RUN
 
 
@@ -77,71 +70,6 @@ def test_presets_train_on_the_sample(preset, layout, merge_run, tmp_path):
     assert [r["epoch"] for r in records(workdir, "val")] == [epochs - 1]
     assert cv2.imread(str(workdir / "curves.png")) is not None
     assert (workdir / "preset.yaml").read_text().startswith(f"name: {preset}\n")
-
-
-def test_sample_notes_what_it_changes(merge_run):
-    res = cli("--preset", "coco-aic-merge", *TINY, "--epochs", "1", "--out", str(merge_run / "again"))
-    assert res.exit_code == 0
-    assert "the bundled sample (--sample): model.arch=hrnet-small" in one_line(res)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run(args: list[str], **kw) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1")  # as torchrun sets it per process
-    return subprocess.Popen([sys.executable, *args], env=env, cwd=REPO / "tests", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
-
-
-def _finish(proc: subprocess.Popen) -> None:
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err.decode()[-2000:]
-
-
-def test_resume_after_sigkill_is_exact(tmp_path):
-    """Killed (-9) mid-epoch after an iteration checkpoint, resumed: the same weights as a run never stopped."""
-    args = ["-m", "posecli", "train", "--preset", "coco", *TINY, "--epochs", "3", "--batch-size", "2", "--checkpoint-iters", "4"]
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    reference = _run([*args, "--out", str(whole)])
-    proc = _run([*args, "--out", str(killed)])
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        log = killed / "metrics.jsonl"
-        lines = log.read_text().splitlines() if log.exists() else []
-        if any('"checkpoint"' in line and '"step": 0' not in line for line in lines[:-1]):  # a mid-epoch one, complete
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before a mid-epoch checkpoint could be interrupted"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "best.safetensors").exists()  # it really stopped early
-    _finish(_run([*args, "--out", str(killed), "--resume"]))
-    _finish(reference)
-    a, b = load_file(whole / "last.safetensors"), load_file(killed / "last.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert [r["loss"] for r in records(whole)] == [r["loss"] for r in records(killed)]
-
-
-def test_two_processes_equal_one_with_two_micro_batches(tmp_path):
-    """torchrun, 2 CPU processes x batch 4 (gloo) = 1 process x batch 8 in 2 micro-batches: same losses and weights."""
-    common = ["--preset", "coco-aic-merge", *TINY, "--epochs", "2"]
-    ddp = _run(["-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
-                "-m", "posecli", "train", *common, "--batch-size", "4", "--out", str(tmp_path / "ddp")])  # fmt: skip
-    _finish(ddp)
-    _finish(_run(["-m", "posecli", "train", *common, "--batch-size", "8", "--micro-batches", "2", "--out", str(tmp_path / "one")]))
-    two, one = records(tmp_path / "ddp"), records(tmp_path / "one")
-    assert len(two) == len(one) == 6  # 21 instances padded to 22: batches of 8, 8, 6 per epoch
-    for a, b in zip(two, one):
-        assert a["lr"] == b["lr"] and abs(a["loss"] - b["loss"]) < 1e-5, (a, b)
-    a, b = load_file(tmp_path / "ddp" / "last.safetensors"), load_file(tmp_path / "one" / "last.safetensors")
-    # BN running statistics too: one copy per micro-batch, averaged at epoch ends as the ranks' are
-    differ = [k for k in a if not torch.allclose(a[k].double(), b[k].double(), atol=1e-6)]
-    assert not differ, [(k, (a[k] - b[k]).abs().max().item()) for k in differ[:3]]
-    with safe_open(str(tmp_path / "ddp" / "last.safetensors"), "pt") as f:
-        assert json.loads(f.metadata()["preset"])["train"]["batch_size"] == 4
 
 
 def test_epoch_batches_shard_evenly():
