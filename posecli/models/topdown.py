@@ -17,7 +17,8 @@ def normalise(crops_bgr: torch.Tensor, mean=MEAN_RGB, std=STD_RGB) -> torch.Tens
     x = crops_bgr.flip(-1).permute(0, 3, 1, 2).float()
     mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    return (x - mean_t) / std_t
+    # MMPose's arithmetic ((x - mean) / std, float32), in place: the same bits, no new batch-sized buffers
+    return x.sub_(mean_t).div_(std_t)
 
 
 def flip_back(heatmaps: torch.Tensor, flip_indices: list[int] | tuple[int, ...], shift: bool = True) -> torch.Tensor:
