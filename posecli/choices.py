@@ -1,7 +1,7 @@
 """The closed sets of values that presets, the library and the CLI share, one home each.
 
 ``str`` enumerations: a member equals its value (``Decode.DARK == "dark"``), YAML and JSON
-keep the plain string, and typer lists the choices in ``--help``.
+keep the plain string, and the CLI lists the choices in its help.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The library never spells a command-line flag. Where a message should say which setting fixes the
 mistake, it names the library's parameter through ``option("skip_bad_images")``: Python callers
-read the parameter's name, and the CLI shows its own flag for it (``--skip-bad-images``).
+read the parameter's name, and the CLI shows its own flag for it.
 """
 
 from __future__ import annotations

@@ -213,7 +213,7 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, obj, indent: int | None = None) -> None:
-    write_text(path, json.dumps(obj, indent=indent))  # one call: json.dump's many small writes are ~4x slower
+    write_text(path, json.dumps(obj, indent=indent))  # one call: json.dump writes in many small pieces
 
 
 def append_text(path: str | os.PathLike, text: str) -> None:

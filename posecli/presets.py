@@ -1,7 +1,7 @@
 """Presets: one complete YAML file each, loaded into a tree of frozen dataclasses.
 
 No inheritance and no ``type:`` strings. An unknown or mistyped key is an error that
-names it; ``--set train.lr=1e-3`` style overrides go through the same checks.
+names it; ``train.lr=1e-3`` style overrides go through the same checks.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ class Source:
 
     name: str
     layout: str
-    ann: str  # relative to --data-root
-    images: str  # relative to --data-root
+    ann: str  # relative to the data root
+    images: str  # relative to the data root
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,6 @@ from posecli.data import records
 from posecli.data.images import check_images, decode_image, describe_bad, image_problem
 from posecli.data.coco import keypoint_category, parse_instance, read_annotation_file
 from posecli.errors import UserError, option
-from posecli.geometry import clip_xyxy
 from posecli.layouts import Layout, get_layout, make_mapping
 from posecli.presets import AugmentCfg, DataCfg, Preset, Source, ValCfg
 

@@ -1,7 +1,7 @@
 """Person detectors that run offline on the CPU: OpenCV's HOG, or a YOLOX-style ONNX model (ONNX Runtime or OpenCV).
 
 A detector is a callable ``image (H, W, 3) uint8 BGR -> (xyxy (N, 4) float32 image px, scores (N,) float32)``
-with a ``name`` saying what it is. ``make_detector`` turns the ``--detector`` value into one.
+with a ``name`` saying what it is. ``make_detector`` turns a detector spec (a name or a file) into one.
 """
 
 from __future__ import annotations
@@ -219,8 +219,8 @@ class OnnxYoloxDetector:
 
 
 def make_detector(spec: str, min_score: float = 0.3):
-    # ``min_score`` is the ONNX detector's own threshold (rtmlib's 0.3), before predict's --min-box-score
-    """``--detector`` value -> a detector, or None for ``none`` (the caller then uses the whole image)."""
+    # ``min_score`` is the ONNX detector's own threshold (rtmlib's 0.3), before predict's own box-score filter
+    """A detector spec -> a detector, or None for ``none`` (the caller then uses the whole image)."""
     if spec == "none":
         return None
     if spec == "hog":

@@ -7,7 +7,7 @@ the elastic agent has restarted the workers after one of them failed). Nothing e
 posecli reads those variables.
 
 The backend follows the device a process runs on: NCCL for CUDA devices (where this torch
-has it), gloo for the CPU. ``eval --device cpu`` on a GPU machine therefore uses gloo.
+has it), gloo for the CPU. An eval on the CPU of a GPU machine therefore uses gloo.
 
 Restarts. Since torch 2.5 the c10d rendezvous shares its agent's TCPStore with the workers,
 and a restarted worker group finds the keys of the failed attempt still there: gloo then

@@ -223,8 +223,7 @@ def default_workers(device: torch.device) -> int:
     """DataLoader workers for evaluation: 2 on GPU, none on CPU.
 
     On CPU the network's threads already keep every core busy, so a worker that decodes
-    images only takes turns with them. w32 with flip on 2 cores, interleaved runs: no
-    workers is 1.06x two workers on the 118 sample boxes and 1.03x on 4 times as many.
+    images only takes turns with them (measured: docs/benchmarks.md).
     """
     return 0 if device.type == "cpu" else 2
 

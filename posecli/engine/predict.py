@@ -32,7 +32,7 @@ from posecli.draw import draw_people
 from posecli.engine.cocometric import rescore, select_instances
 from posecli.engine.detect import make_detector
 from posecli.engine.inference import InferenceSettings, Predictor
-from posecli.engine.sources import IMAGE_EXTS, VIDEO_EXTS, Inputs, describe, expand_inputs, frame_count, open_video  # noqa: F401
+from posecli.engine.sources import IMAGE_EXTS, Inputs, describe, expand_inputs, frame_count, open_video
 from posecli.engine.track import People, assign_ids, boxes_from_keypoints
 from posecli.errors import UserError, option
 from posecli.fileio import atomic_path, one_unit, read_json, write_bytes, write_json
@@ -278,7 +278,7 @@ class _Job:
               reuse_boxes: bool = False, next_id: int | None = None) -> tuple[Frame, int | None]:  # fmt: skip
         """One image or frame -> its result and, when tracking, the next unused track id.
 
-        ``reuse_boxes``: boxes from ``previous``'s keypoints instead of the detector (--det-every).
+        ``reuse_boxes``: boxes from ``previous``'s keypoints instead of the detector (between detector frames).
         """
         cfg, h, w = self.cfg, image.shape[0], image.shape[1]
         carried = None  # track ids that come with the boxes: a box from a person's keypoints holds that person

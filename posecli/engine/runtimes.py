@@ -262,7 +262,7 @@ def make_runner(backend: Backend, model: bytes | Path, precision: Precision, dev
 
 
 def runtime_device(backend: Backend, asked: str | None) -> torch.device:
-    """Where ``backend`` runs for ``--device`` ``asked``: ONNX Runtime on CUDA when its GPU build is there, else the CPU."""
+    """Where ``backend`` runs for the asked device (``asked``): ONNX Runtime on CUDA when its GPU build is there, else the CPU."""
     wants_gpu, module = asked not in (None, "auto", "cpu"), _runtime_module(backend)  # a UserError if not installed
     if backend == Backend.ONNXRUNTIME:
         has_cuda = "CUDAExecutionProvider" in module.get_available_providers()

@@ -58,8 +58,8 @@ from posecli.weights import ModelInfo
 
 Event = Callable[[dict], None]  # every record of metrics.jsonl, plus "start", "epoch", "note" and "done" events
 
-# --sample: a narrow HRNet on 64x96 crops, no rotation or half-body crops, 900 steps: on 2 CPU cores
-# in about 45 s the 4 validation images (also training images) go from AP 0 to about 0.4.
+# The bundled sample: a narrow HRNet on 64x96 crops, no rotation or half-body crops, 900 steps, in which
+# the 4 validation images (also training images) go from AP 0 to about 0.4 (its time: README, docs/pictures.md).
 SAMPLE_SETTINGS = ["model.arch=hrnet-small", "model.input_size=[64,96]", "model.heatmap_size=[16,24]",
                    "train.epochs=300", "train.batch_size=8", "train.lr=2e-3", "train.warmup_iters=20",
                    "train.warmup_factor=0.1", "train.milestones=[240,280]", "train.gamma=0.3", "train.workers=0",
@@ -73,7 +73,7 @@ class RunOptions:
     workdir: Path
     data_root: Path | None = None
     sample: bool = False
-    resume: Path | None = None  # a .state.pt file (the CLI turns a bare --resume into workdir/last.state.pt)
+    resume: Path | None = None  # a .state.pt file (the CLI turns a bare resume into workdir/last.state.pt)
     init_backbone: Path | None = None
     amp: bool = False  # mixed precision in the device's usual type: float16 on CUDA, bfloat16 on CPU
     device: str | None = None  # cpu, cuda, cuda:N; default cuda if available (under torchrun: cuda:LOCAL_RANK)
@@ -81,7 +81,7 @@ class RunOptions:
     checkpoint_iters: int | None = None  # also save `last` every this many iterations (0: only at epoch ends)
     skip_bad_images: bool = False  # leave out images that fail the check before epoch 1 (else stop there)
     channels_last: bool = True  # faster convolutions on CPU, same training (docs/scale.md)
-    precision: Precision | None = None  # autocast type of the forward pass (fp32: none); None: fp32, or --amp's
+    precision: Precision | None = None  # autocast type of the forward pass (fp32: none); None: fp32, or amp's
     compile: bool | None = None  # torch.compile the network for training (default off: docs/scale.md)
     sync_bn: bool | None = None  # SyncBatchNorm across ranks (CUDA); off as in MMPose's HRNet configs
 
@@ -101,7 +101,7 @@ class RunOptions:
 
 
 def amp_precision(device: torch.device) -> Precision:
-    """What --amp means on ``device``: float16 with a GradScaler on CUDA (MMPose's AmpOptimWrapper), bfloat16 elsewhere."""
+    """What ``amp`` means on ``device``: float16 with a GradScaler on CUDA (MMPose's AmpOptimWrapper), bfloat16 elsewhere."""
     return Precision.FP16 if device.type == "cuda" else Precision.BF16
 
 
@@ -120,7 +120,7 @@ class TrainResult:
 
 
 def make_adam(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
-    """Adam, as MMPose's recipe, fused into one kernel for all parameters (w32 on CPU: 21 ms a step, not 82 ms)."""
+    """Adam, as MMPose's recipe, fused into one kernel for all parameters (docs/benchmarks.md)."""
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
 
 
@@ -152,7 +152,7 @@ def setup_distributed(device: str | None) -> Dist:
 
 
 def run_preset(name: str | None, overrides: list[str], sample: bool = False, resume: Path | None = None) -> Preset:
-    """The preset a run trains, from what its user names (the CLI's ``--preset``, ``--set``, ``--sample``).
+    """The preset a run trains, from what its user names: a preset, overrides, the sample.
 
     A new run: the named preset (bundled, or a .yaml), the bundled sample's settings first when ``sample``
     (``SAMPLE_SETTINGS``), then ``overrides``. Resuming (``resume``: a .state.pt) without a name: the
@@ -186,7 +186,7 @@ def check_workdir(workdir: Path, resuming: bool) -> None:
 def restart_resume(opts: RunOptions, d: Dist, log: Event) -> RunOptions:
     """After torchrun's agent restarted the workers (TORCHELASTIC_RESTART_COUNT > 0), the same command
     line continues the run from the last checkpoint in its folder: nothing to add on restart, and a
-    preset or setting that differs from the checkpoint's is refused as with --resume. Rank 0's view of
+    preset or setting that differs from the checkpoint's is refused as on any resume. Rank 0's view of
     the folder decides for every rank (the folder must be one that every node sees)."""
     last, restarts = state_path(opts.workdir, "last"), distributed.most(d.restarts, d.device)
     if opts.resume is not None or restarts == 0 or not distributed.from_main(last.is_file()):

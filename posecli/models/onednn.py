@@ -6,9 +6,8 @@ convolution is one oneDNN call with the bias, the addition and the ReLU applied 
 writes its output ("post-ops"), on a weight packed once for the call size. The network
 is rebuilt from a trained ``PoseHRNet`` with the same structure and MMPose's order of
 summation, so the heatmaps equal the BN-folded eager network's to float rounding (the
-tests allow 1e-5; measured runs were bit-equal). w32 with flip on 2 cores, paired runs:
-1.10x the folded eager network (torch.compile: 1.06x, after 10-30 s of compiling); see
-docs/benchmarks.md. Inference only, CPU only: the packed weights are opaque oneDNN
+tests allow 1e-5; measured runs were bit-equal). It is faster than the folded eager network
+and than torch.compile's, without a compile (docs/benchmarks.md). Inference only, CPU only: the packed weights are opaque oneDNN
 tensors, with no gradient and no ``.to()``.
 
 The kernels are ``torch.ops.mkldnn._convolution_pointwise``, the ones inductor emits
@@ -138,10 +137,9 @@ class FusedHRModule(nn.Module):
         return fused
 
 
-# Crops per call, measured for w32 on 2 cores (docs/benchmarks.md): the stem, layer1 and the first
+# Crops per call, chosen by paired w32 runs (docs/benchmarks.md): the stem, layer1 and the first
 # transition, whose 256-channel 64x48 activations are HRNet's largest, run 4 crops at a time; the
-# stages after them, whose low-resolution branches want more rows per call, run 16. Paired runs:
-# 1.05x calls of 8 crops throughout (1.01x-1.10x).
+# stages after them, whose low-resolution branches want more rows per call, run 16.
 EARLY_CHUNK = 4
 LATE_CHUNK = 16
 

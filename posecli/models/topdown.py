@@ -38,8 +38,8 @@ class TopDown:
 
     ``flip_indices`` set = flip test (the layout's, which for combine models has 19 entries).
     ``chunk``: crops per network call. On CPU small calls keep more of HRNet's activations in
-    cache: for the eager network, 8 crops with flip at batch 32 run 1.08x faster with 28% less
-    memory than one call of 64 (docs/benchmarks.md); the oneDNN network takes 16 and splits
+    cache: for the eager network, calls of 8 crops are faster and need less memory than one
+    call of the whole batch (docs/benchmarks.md); the oneDNN network takes 16 and splits
     its first layers further itself. Per-crop results do not depend on it. ``compiled``: the
     same network compiled for calls of exactly ``chunk`` crops; a shorter last call runs
     ``net`` (a compiled network would compile again for every new shape).

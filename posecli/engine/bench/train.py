@@ -1,4 +1,4 @@
-"""``posecli benchmark --train``: how fast a preset trains on this device, and what that makes of its epochs.
+"""The training benchmark: how fast a preset trains on this device, and what that makes of its epochs.
 
     stages    one sample through the pipeline in this process, stage by stage (decode, augment, warp, targets)
     loader    the run's DataLoader (persistent workers, as ``train`` makes it): samples/s for each worker count
@@ -42,7 +42,7 @@ from posecli.presets import Preset
 from posecli.weights import ModelInfo
 
 STAGES = ("decode", "augment", "warp", "targets")
-# Training instances of the presets' full sources, for the estimate when no --data-root is given to count them:
+# Training instances of the presets' full sources, for the estimate when no data root is given to count them:
 # COCO train2017's persons with keypoints (149,813, as MMPose's and HRNet's logs load them) and AI Challenger's
 # train persons (about 378,000, the issue's figure). Counted from the files when they are at hand.
 KNOWN_INSTANCES = {"coco": 149_813, "aic": 378_000}
