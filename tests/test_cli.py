@@ -88,6 +88,9 @@ def test_eval_options_reach_the_library(eval_calls, tmp_path):
     kw = evaluated.last.kwargs
     assert (kw["nms"], kw["nms_thr"], kw["min_box_score"], kw["workers"]) == (Nms.SOFT_OKS, 0.8, 0.5, 1)
     assert kw["out_dir"] == tmp_path / "o" and kw["skip_bad_images"]
+    invoke("eval", "-w", CKPT17, "--sample", "--precision", "bf16", "--backend", "openvino")
+    settings = built.last.args[1]
+    assert (settings.precision, settings.backend) == (Precision.BF16, Backend.OPENVINO)
 
 
 def test_eval_gt_boxes_and_the_presets_test_settings(eval_calls, tmp_path):
@@ -129,6 +132,10 @@ def test_train_options_reach_the_library(train_calls, tmp_path):
     assert (opts.workdir, opts.data_root, opts.device, opts.micro_batches, opts.checkpoint_iters) == (
         tmp_path / "run", tmp_path, "cpu", 2, 5)  # fmt: skip
     assert opts.amp and opts.skip_bad_images and opts.init_backbone == CKPT17 and opts.resume is None
+    assert (opts.precision, opts.compile, opts.sync_bn) == (None, None, None)  # unset: fp32, or the resumed run's
+    invoke("train", "--preset", "coco", "--out", tmp_path / "run2", "--precision", "bf16", "--compile", "--sync-bn")
+    opts = train_calls.last.args[1]
+    assert (opts.precision, opts.compile, opts.sync_bn) == (Precision.BF16, True, True)
 
 
 def test_train_resume_takes_the_checkpoints_preset_with_the_overrides(train_calls, tmp_path, monkeypatch):
@@ -176,6 +183,20 @@ def test_predict_options_reach_the_library(monkeypatch, tmp_path):
     assert (s.flip, s.decode, s.batch_size, s.device) == (False, Decode.DARK, 5, "cpu")
 
 
+def test_predict_video_tracking_format_and_runtime_options_reach_the_library(monkeypatch, tmp_path):
+    calls = Calls(Summary(tmp_path / "predictions.json", "x", images=0, seconds=1.0, written=[]))
+    monkeypatch.setattr(cli_predict, "run_predict", calls)
+    invoke("predict", tmp_path, "-w", CKPT17, "--out", tmp_path / "o", "--recursive", "--max-frames", "9", "--every", "2",
+           "--track", "--track-by", "iou", "--det-every", "3", "--format", "mmpose", "--precision", "bf16",
+           "--backend", "onnxruntime")  # fmt: skip
+    cfg = calls.last.args[0]
+    assert (cfg.recursive, cfg.max_frames, cfg.every, cfg.track, cfg.track_by, cfg.det_every, cfg.format) == (
+        True, 9, 2, True, "iou", 3, "mmpose")  # fmt: skip
+    assert (cfg.inference.precision, cfg.inference.backend) == (Precision.BF16, Backend.ONNXRUNTIME)
+    result = runner.invoke(app, ["predict", str(tmp_path), "-w", str(CKPT17), "--out", str(tmp_path / "o"), "--det-every", "0"])
+    assert result.exit_code != 0 and "--det-every" in result.output and "Traceback" not in result.output
+
+
 # --- benchmark, export, convert -------------------------------------------------------------------------
 
 
@@ -192,12 +213,36 @@ def test_benchmark_options_reach_the_library(monkeypatch, tmp_path):
     assert (kw["batch_sizes"], kw["repeats"], kw["warmup"], kw["budget_s"], kw["pipeline"]) == ([4, 1], 3, 1, 9.0, True)
 
 
+def test_benchmark_precisions_backends_compare_and_train_reach_the_library(monkeypatch, tmp_path):
+    calls, trained = Calls(), Calls()
+    monkeypatch.setattr(cli_benchmark, "run_benchmark", calls)
+    monkeypatch.setattr(cli_benchmark, "print_result", lambda r: None)
+    monkeypatch.setattr(cli_benchmark, "installed_runtimes", lambda: [Backend.ONNXRUNTIME])
+    invoke("benchmark", "--arch", "hrnet-small", "--precision", "fp32,bf16", "--backend", "torch,onnxruntime", "--compare")
+    asked = [(str(s.precision), str(s.backend), str(s.network)) for s in calls.last.kwargs["settings"]]
+    assert ("fp32", "auto", "plain") in asked and ("fp32", "auto", "compiled") in asked  # --compare: every torch network
+    assert ("fp32", "onnxruntime", "auto") in asked and ("bf16", "onnxruntime", "auto") in asked
+    invoke("benchmark", "--arch", "hrnet-small", "--backend", "all")
+    assert {str(s.backend) for s in calls.last.kwargs["settings"]} == {"auto", "onnxruntime"}  # torch and every installed runtime
+    monkeypatch.setattr(cli_benchmark, "train_benchmark", trained)
+    invoke("benchmark", "--train", "--preset", "coco", "--arch", "hrnet-small", "--workers", "1,2", "--precision", "bf16",
+           "--batch-sizes", "4", "--device", "cpu")  # fmt: skip
+    preset, overrides, device, workers, precisions, sizes = trained.last.args[:6]
+    assert (preset, overrides, str(device), workers, precisions, sizes) == (
+        "coco", ["model.arch=hrnet-small"], "cpu", [1, 2], [Precision.BF16], [4])  # fmt: skip
+    assert not calls.calls[2:]  # --train times training only
+
+
 def test_export_options_reach_the_library(monkeypatch, tmp_path):
     calls = Calls()
     monkeypatch.setattr(cli_export, "export_onnx", calls)
     runner.invoke(app, ["export", "-w", str(CKPT17), "-o", str(tmp_path / "m.onnx"), "--flip", "--batch", "4", "--opset", "18"])
     call = calls.last
     assert call.args == (CKPT17, tmp_path / "m.onnx") and (call.kwargs["flip"], call.kwargs["batch"], call.kwargs["opset"]) == (True, 4, 18)
+    runner.invoke(app, ["export", "-w", str(CKPT17), "-o", str(tmp_path / "m.onnx"), "--dynamic-batch"])  # (no result to print)
+    assert len(calls.calls) == 2 and calls.last.kwargs["batch"] is None and not calls.last.kwargs["flip"]
+    result = runner.invoke(app, ["export", "-w", str(CKPT17), "-o", str(tmp_path / "m.onnx"), "--dynamic-batch", "--batch", "4"])
+    assert result.exit_code == 1 and "give one" in result.output and len(calls.calls) == 2
 
 
 def test_convert_options_reach_the_library(monkeypatch, tmp_path):
@@ -223,6 +268,11 @@ def test_convert_weights_options_reach_the_library(monkeypatch, tmp_path):
     invoke("convert", "weights", "-w", CKPT17, "-o", tmp_path / "m.safetensors", "--arch", "hrnet-small", "--layout", "coco")
     assert read.last.args == (CKPT17,) and read.last.kwargs == {"arch": "hrnet-small", "layout": "coco"}
     assert written.last.args[0] == tmp_path / "m.safetensors"
+    imported.missing = ["head.final_layer.weight"]
+    result = runner.invoke(app, ["convert", "weights", "-w", str(CKPT17), "-o", str(tmp_path / "n.safetensors")])
+    assert result.exit_code == 1 and "1 weights missing; nothing written" in result.output and len(written.calls) == 1
+    invoke("convert", "weights", "-w", CKPT17, "-o", tmp_path / "n.safetensors", "--allow-missing")
+    assert written.last.args[0] == tmp_path / "n.safetensors"
 
 
 # --- the shared vocabulary -------------------------------------------------------------------------------

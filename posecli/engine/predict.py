@@ -220,7 +220,7 @@ class PredictConfig:
     def __post_init__(self):
         for name in ("every", "det_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: must be a positive whole number")
+                raise UserError(f"{name.replace('_', ' ')} ({option(name)}) {getattr(self, name)!r}: must be a positive whole number")
         if self.max_frames is not None and self.max_frames < 1:
             raise UserError(f"max frames ({option('max_frames')}) {self.max_frames}: must be a positive whole number")
         if self.format not in FORMATS:
