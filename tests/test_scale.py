@@ -134,7 +134,7 @@ def test_under_torchrun_each_process_takes_the_gpu_of_its_local_rank(monkeypatch
 
 def test_a_gpu_per_process_that_is_not_there_is_a_clear_error(monkeypatch):
     _cuda(monkeypatch, 2)
-    with pytest.raises(UserError, match="this node has 2; start torchrun with --nproc-per-node 2"):
+    with pytest.raises(UserError, match="this node has 2; start at most 2 torchrun processes per node"):
         distributed.process_device("auto", distributed.launch({"LOCAL_RANK": "3", "WORLD_SIZE": "4"}))
     with pytest.raises(UserError, match="each process takes the GPU of its LOCAL_RANK"):
         distributed.process_device("cuda:0", distributed.launch({"LOCAL_RANK": "1", "WORLD_SIZE": "2"}))

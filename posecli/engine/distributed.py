@@ -88,7 +88,7 @@ def process_device(name: str | None, where: Launch | None = None) -> torch.devic
     count = torch.cuda.device_count()
     if where.local_rank >= count:
         raise UserError(f"torchrun process {where.local_rank} of this node has no GPU of its own: this node has {count}; "
-                        f"start torchrun with --nproc-per-node {count} (or fewer)")  # fmt: skip
+                        f"start at most {count} torchrun processes per node")  # fmt: skip
     return torch.device("cuda", where.local_rank)
 
 
