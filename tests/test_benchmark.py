@@ -5,6 +5,7 @@ No timings are asserted: figures vary by machine; only their definitions are che
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -13,10 +14,11 @@ from torch import nn
 from conftest import CKPT17
 from typer.testing import CliRunner
 
+import posecli.cli.benchmark as cli_benchmark
 from posecli.cli import app
 from posecli.choices import Backend, Network, Precision
 from posecli.engine.bench.peaks import MatmulPeak
-from posecli.engine.bench.run import fastest, requested_settings
+from posecli.engine.bench.run import fastest, requested_settings, run_benchmark
 from posecli.engine.bench.timing import ModelRun, bench_pipeline, sample_images_and_boxes, skip_reason
 from posecli.engine.inference import InferenceSettings, Predictor
 from posecli.engine import runtimes
@@ -81,8 +83,10 @@ def test_fuse_conv_bn_on_the_reference_checkpoint():
         assert torch.allclose(fuse_conv_bn(net)(x), net(x), rtol=0, atol=1e-5)
 
 
-def test_json_report_fields(tmp_path):
-    # every network but compiled (inductor's compile takes most of a minute; --compare's list is tested below)
+def test_json_report_fields(tmp_path, monkeypatch):
+    # every network but compiled (inductor's compile takes most of a minute; --compare's list is tested below),
+    # and peaks sampled for 0.2 s, not 2: the report's fields and their relations are what is tested here
+    monkeypatch.setattr(cli_benchmark, "run_benchmark", functools.partial(run_benchmark, peak_s=0.2))
     networks = "plain,folded,onednn" if onednn.available() else "plain,folded"
     out = tmp_path / "bench.json"
     args = ["benchmark", "--arch", "hrnet-small", "--batch-sizes", "1", "--repeats", "1", "--warmup", "1",
