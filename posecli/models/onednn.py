@@ -7,8 +7,8 @@ writes its output ("post-ops"), on a weight packed once for the call size. The n
 is rebuilt from a trained ``PoseHRNet`` with the same structure and MMPose's order of
 summation, so the heatmaps equal the BN-folded eager network's to float rounding (the
 tests allow 1e-5; measured runs were bit-equal). It is faster than the folded eager network
-and than torch.compile's, without a compile (docs/benchmarks.md). Inference only, CPU only: the packed weights are opaque oneDNN
-tensors, with no gradient and no ``.to()``.
+and than torch.compile's, without a compile (docs/benchmarks.md). Inference only, CPU only:
+the packed weights are opaque oneDNN tensors, with no gradient and no ``.to()``.
 
 The kernels are ``torch.ops.mkldnn._convolution_pointwise``, the ones inductor emits
 for the same patterns when it compiles a CNN for CPU; ``available()`` says whether this
